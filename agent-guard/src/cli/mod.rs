@@ -1,0 +1,66 @@
+//! Command-line interface: one module per subcommand.
+
+pub mod doctor;
+pub mod profile;
+pub mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::profile::{host, HostConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "agent-guard", version, about = "Run AI agents as confined, monitored sessions")]
+pub struct Cli {
+    /// Host configuration file [default: $AGENT_GUARD_CONFIG, else /etc/agent-guard/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command as an agent session inside the sandbox of its role
+    Run(run::RunArgs),
+    /// Check or show profiles
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+    /// Probe what this host can enforce
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Runs the command; returns the process exit status.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let config = cli.config;
+    match cli.command {
+        Command::Run(args) => run::run(args, config.as_deref()),
+        Command::Profile(cmd) => profile::run(cmd, config.as_deref()),
+        Command::Doctor(args) => doctor::run(args),
+    }
+}
+
+/// Loads the host config named by `--config`, `$AGENT_GUARD_CONFIG`, or the default path.
+pub fn load_host_config(flag: Option<&std::path::Path>) -> anyhow::Result<HostConfig> {
+    let (path, explicit) = match (flag, std::env::var_os("AGENT_GUARD_CONFIG")) {
+        (Some(p), _) => (p.to_owned(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (PathBuf::from(host::DEFAULT_CONFIG_PATH), false),
+    };
+    Ok(HostConfig::load(&path, explicit)?)
+}
+
+/// An error and its causes on one line each, escaped for the terminal.
+pub fn render_error(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    // Profile text and paths may come from anywhere; keep newlines, escape the rest.
+    out.lines().map(crate::escape::for_terminal).collect::<Vec<_>>().join("\n")
+}

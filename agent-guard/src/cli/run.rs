@@ -1,0 +1,75 @@
+//! `agent-guard run`: start a command as a session of a role.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Args};
+
+use crate::{
+    profile::{self, Context},
+    sandbox::cgroup::CgroupRoots,
+    session::{self, RunRequest, DEFAULT_RUNTIME_DIR},
+};
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["role", "profile"])))]
+pub struct RunArgs {
+    /// Role whose profile to use (looked up as ROLE.toml on the profile path)
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Profile file to use instead of a role name
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// The session's working directory, `{workdir}` in the profile [default: current directory]
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Name of the agent, recorded with the session
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Run even when the host cannot enforce all of the profile; prints what is not enforced
+    #[arg(long)]
+    pub best_effort: bool,
+    /// The command to run and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Finds the profile of `--role` or `--profile`.
+pub fn profile_path(role: Option<&str>, file: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match (role, file) {
+        (_, Some(file)) => Ok(file.to_owned()),
+        (Some(role), None) => Ok(profile::find(role)?),
+        (None, None) => anyhow::bail!("name a role (--role) or a profile file (--profile)"),
+    }
+}
+
+/// Resolves `--workdir` (default: the current directory) to an absolute, existing directory.
+pub fn workdir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match arg {
+        Some(d) => d.to_owned(),
+        None => std::env::current_dir().context("reading the current directory")?,
+    };
+    let dir = dir.canonicalize().with_context(|| format!("working directory {}", dir.display()))?;
+    anyhow::ensure!(dir.is_dir(), "working directory {} is not a directory", dir.display());
+    Ok(dir)
+}
+
+pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
+    let host = super::load_host_config(config)?;
+    let path = profile_path(args.role.as_deref(), args.profile.as_deref())?;
+    let ctx = Context { workdir: workdir(args.workdir.as_deref())?, caller_uid: nix::unistd::getuid().as_raw() };
+    let policy = profile::load(&path, &ctx, &host)?;
+    let cgroups = CgroupRoots::discover(Path::new("/proc/self/mountinfo"))?;
+    let outcome = session::run(RunRequest {
+        policy,
+        argv: args.command,
+        agent: args.agent,
+        best_effort: args.best_effort,
+        runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
+        cgroups,
+    })?;
+    Ok(outcome.status())
+}

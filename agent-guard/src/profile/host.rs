@@ -1,0 +1,78 @@
+//! The host configuration (`/etc/agent-guard/config.toml`): which
+//! environments exist on this host and what belongs to each, so that a
+//! profile of one environment cannot reach another's networks or paths.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::diag::{Diagnostic, SourceFile};
+
+/// Where the host configuration lives unless `--config` or
+/// `$AGENT_GUARD_CONFIG` say otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/agent-guard/config.toml";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Environment name to what belongs to it.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentDef>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentDef {
+    #[serde(default)]
+    pub description: String,
+    /// Networks that belong to this environment.
+    #[serde(default)]
+    pub cidrs: Vec<IpNet>,
+    /// Path prefixes that belong to this environment.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostConfigError {
+    #[error("reading host config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(Diagnostic),
+    #[error("{0}")]
+    Invalid(Diagnostic),
+}
+
+impl HostConfig {
+    /// Loads the host config. A missing file is an empty config only when
+    /// it is the default path; a path the operator named must exist.
+    pub fn load(path: &Path, explicit: bool) -> Result<HostConfig, HostConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(HostConfig::default())
+            }
+            Err(source) => return Err(HostConfigError::Read { path: path.to_owned(), source }),
+        };
+        let source = SourceFile { path: path.to_owned(), text };
+        let config: HostConfig = toml::from_str(&source.text)
+            .map_err(|e| HostConfigError::Parse(source.diagnostic(e.span(), e.message())))?;
+        for (name, env) in &config.environments {
+            if let Some(p) = env.paths.iter().find(|p| !p.is_absolute()) {
+                return Err(HostConfigError::Invalid(source.diagnostic(
+                    None,
+                    format!("environment `{name}`: path `{}` must be absolute", p.display()),
+                )));
+            }
+        }
+        Ok(config)
+    }
+}

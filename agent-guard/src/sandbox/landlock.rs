@@ -1,0 +1,129 @@
+//! The landlock ruleset of a session: filesystem read/write/exec rights
+//! beneath the profile's paths, TCP connect/bind ports, and scoping of
+//! abstract unix sockets and signals. Built in the parent; the child only
+//! calls `landlock_restrict_self` on the ruleset fd.
+
+use std::{
+    collections::BTreeSet,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
+
+use landlock::{
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+};
+
+use super::Gap;
+use crate::profile::Policy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    #[error("building the landlock ruleset: {0}")]
+    Ruleset(#[from] landlock::RulesetError),
+    #[error("the landlock ruleset was not created although the kernel has landlock")]
+    NotCreated,
+    #[error("opening {path} for a landlock rule: {source}")]
+    Path { path: PathBuf, #[source] source: landlock::PathFdError },
+}
+
+/// The landlock ABI version of the running kernel; 0 when landlock is
+/// absent or disabled.
+pub fn kernel_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attribute and size 0 the kernel only returns the ABI version.
+    let v = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<libc::c_void>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
+    };
+    if v < 0 {
+        0
+    } else {
+        v as i32
+    }
+}
+
+/// What the kernel's landlock ABI can enforce of a profile, as gaps.
+pub fn gaps(abi: i32, policy: &Policy) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    if abi < 1 {
+        gaps.push(Gap::new("[filesystem] read/write/exec allowlists", "landlock (not enabled in this kernel)"));
+        return gaps;
+    }
+    if abi < 3 {
+        gaps.push(Gap::new("truncation of files outside `write`", "landlock ABI 3"));
+    }
+    if abi < 4 && !policy.network.is_none() {
+        gaps.push(Gap::new("[network] TCP port restrictions", "landlock ABI 4"));
+    }
+    if abi < 5 {
+        gaps.push(Gap::new("ioctl on devices outside `write`", "landlock ABI 5"));
+    }
+    if abi < 6 {
+        gaps.push(Gap::new("signals to processes outside the session, abstract unix sockets", "landlock ABI 6"));
+    }
+    gaps
+}
+
+/// Notes about profile paths that do not exist on this host (their rules
+/// are skipped: there is nothing there to allow).
+pub type Notes = Vec<String>;
+
+/// Builds the ruleset for `policy` on a kernel with landlock ABI `abi` (>= 1).
+pub fn build(policy: &Policy, abi: i32) -> Result<(OwnedFd, Notes), LandlockError> {
+    let abi = ABI::from(abi);
+    let all = AccessFs::from_all(abi);
+    let read = AccessFs::from_read(abi) & !AccessFs::Execute;
+    let write = all & !AccessFs::Execute;
+    let exec = AccessFs::Execute | AccessFs::ReadFile | AccessFs::ReadDir;
+
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(all)?;
+    let net = AccessNet::from_all(abi) & (AccessNet::BindTcp | AccessNet::ConnectTcp);
+    if !net.is_empty() {
+        ruleset = ruleset.handle_access(net)?;
+    }
+    let scopes = Scope::from_all(abi);
+    if !scopes.is_empty() {
+        ruleset = ruleset.scope(scopes)?;
+    }
+    let mut created = ruleset.create()?;
+    let mut notes = Vec::new();
+    let fs = &policy.filesystem;
+    for (paths, access) in [(&fs.read, read), (&fs.write, write), (&fs.exec, exec)] {
+        for path in paths {
+            if let Some(rule) = path_rule(path, access, abi, &mut notes)? {
+                created = created.add_rule(rule)?;
+            }
+        }
+    }
+    if !net.is_empty() {
+        let connect: BTreeSet<u16> = policy.network.connect.iter().flat_map(|d| d.ports.ports()).collect();
+        let bind: BTreeSet<u16> = policy.network.bind.iter().flat_map(|r| r.ports()).collect();
+        for port in connect {
+            created = created.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
+        }
+        for port in bind {
+            created = created.add_rule(NetPort::new(port, AccessNet::BindTcp))?;
+        }
+    }
+    let fd: Option<OwnedFd> = created.into();
+    fd.map(|fd| (fd, notes)).ok_or(LandlockError::NotCreated)
+}
+
+fn path_rule(
+    path: &Path,
+    access: BitFlags<AccessFs>,
+    abi: ABI,
+    notes: &mut Notes,
+) -> Result<Option<PathBeneath<PathFd>>, LandlockError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            notes.push(format!("{}: {e}; no rule added", path.display()));
+            return Ok(None);
+        }
+    };
+    // Directory-only rights are refused on files.
+    let access = if meta.is_dir() { access } else { access & AccessFs::from_file(abi) };
+    let fd = PathFd::new(path).map_err(|source| LandlockError::Path { path: path.to_owned(), source })?;
+    Ok(Some(PathBeneath::new(fd, access)))
+}

@@ -1,0 +1,273 @@
+//! The seccomp filter: a default deny set of system calls that let an agent
+//! escape or blind the other controls, compiled in the parent and installed
+//! in the child as the last step before `execve`.
+//!
+//! Denied calls fail with `EPERM`, except `clone3`, which fails with
+//! `ENOSYS` so that libc falls back to `clone`, whose flags the filter can
+//! inspect. A call from a non-native ABI (i386 `int 0x80`, x32) kills the
+//! process: the filter cannot reason about another ABI's numbers.
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+
+use std::collections::BTreeMap;
+
+use crate::profile::NetPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("this architecture ({0}) has no seccomp deny set yet")]
+    UnsupportedArch(&'static str),
+    #[error("building the seccomp filter: {0}")]
+    Build(#[from] seccompiler::BackendError),
+    #[error("installing the seccomp filter: {0}")]
+    Install(#[from] seccompiler::Error),
+}
+
+/// When a deny rule applies to its system call.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    Always,
+    /// `clone` with any namespace flag.
+    NamespaceFlags,
+    /// `ioctl` with this request number.
+    IoctlRequest(u64),
+    /// `personality` with anything but a query or a harmless persona.
+    PersonalityChange,
+    /// `memfd_create` without `MFD_NOEXEC_SEAL`: an executable memfd
+    /// would run code that no exec allowlist names.
+    ExecutableMemfd,
+}
+
+/// One entry of the default deny set. `name` is what `[syscalls] allow`
+/// names to opt back in.
+#[derive(Clone, Copy, Debug)]
+struct DenyRule {
+    name: &'static str,
+    nr: i64,
+    when: When,
+}
+
+const fn rule(name: &'static str, nr: i64, when: When) -> DenyRule {
+    DenyRule { name, nr, when }
+}
+
+const CLONE_NS_FLAGS: [u64; 7] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+];
+const MFD_NOEXEC_SEAL: u64 = 0x0008;
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
+/// `personality` values that stay allowed: query, PER_LINUX, PER_LINUX32,
+/// UNAME26 and UNAME26|PER_LINUX32 (as container runtimes allow).
+const PERSONALITY_OK: [u64; 5] = [0xffff_ffff, 0, 0x8, 0x20000, 0x20008];
+
+/// The default deny set, in the order `doctor` and the docs list it.
+const DENY_SET: &[DenyRule] = &[
+    // io_uring's operations do not pass through the syscall hooks.
+    rule("io_uring_setup", libc::SYS_io_uring_setup, When::Always),
+    rule("io_uring_enter", libc::SYS_io_uring_enter, When::Always),
+    rule("io_uring_register", libc::SYS_io_uring_register, When::Always),
+    // Reading or writing other processes.
+    rule("ptrace", libc::SYS_ptrace, When::Always),
+    rule("process_vm_readv", libc::SYS_process_vm_readv, When::Always),
+    rule("process_vm_writev", libc::SYS_process_vm_writev, When::Always),
+    // Kernel programmability and observation.
+    rule("bpf", libc::SYS_bpf, When::Always),
+    rule("perf_event_open", libc::SYS_perf_event_open, When::Always),
+    // Kernel keyrings.
+    rule("keyctl", libc::SYS_keyctl, When::Always),
+    rule("add_key", libc::SYS_add_key, When::Always),
+    rule("request_key", libc::SYS_request_key, When::Always),
+    // Mounts, old and new API, and root changes.
+    rule("mount", libc::SYS_mount, When::Always),
+    rule("umount2", libc::SYS_umount2, When::Always),
+    rule("fsopen", libc::SYS_fsopen, When::Always),
+    rule("fsconfig", libc::SYS_fsconfig, When::Always),
+    rule("fsmount", libc::SYS_fsmount, When::Always),
+    rule("fspick", libc::SYS_fspick, When::Always),
+    rule("move_mount", libc::SYS_move_mount, When::Always),
+    rule("open_tree", libc::SYS_open_tree, When::Always),
+    rule("mount_setattr", libc::SYS_mount_setattr, When::Always),
+    rule("pivot_root", libc::SYS_pivot_root, When::Always),
+    rule("chroot", libc::SYS_chroot, When::Always),
+    // Namespaces.
+    rule("unshare", libc::SYS_unshare, When::Always),
+    rule("setns", libc::SYS_setns, When::Always),
+    rule("clone", libc::SYS_clone, When::NamespaceFlags),
+    rule("clone3", libc::SYS_clone3, When::Always),
+    // Replacing the kernel or adding to it.
+    rule("kexec_load", libc::SYS_kexec_load, When::Always),
+    rule("kexec_file_load", libc::SYS_kexec_file_load, When::Always),
+    rule("init_module", libc::SYS_init_module, When::Always),
+    rule("finit_module", libc::SYS_finit_module, When::Always),
+    rule("delete_module", libc::SYS_delete_module, When::Always),
+    // Opening files by handle bypasses path-based rules.
+    rule("open_by_handle_at", libc::SYS_open_by_handle_at, When::Always),
+    rule("name_to_handle_at", libc::SYS_name_to_handle_at, When::Always),
+    rule("userfaultfd", libc::SYS_userfaultfd, When::Always),
+    rule("personality", libc::SYS_personality, When::PersonalityChange),
+    rule("memfd_create", libc::SYS_memfd_create, When::ExecutableMemfd),
+    // Typing into, or rewriting, the operator's terminal.
+    rule("ioctl:TIOCSTI", libc::SYS_ioctl, When::IoctlRequest(TIOCSTI)),
+    rule("ioctl:TIOCLINUX", libc::SYS_ioctl, When::IoctlRequest(TIOCLINUX)),
+];
+
+/// Names of the default deny set, as `[syscalls] allow` spells them.
+pub fn deny_rule_names() -> impl Iterator<Item = &'static str> {
+    DENY_SET.iter().map(|r| r.name)
+}
+
+fn conditions(when: When) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let cond = |arg: u8, len: Len, op: Op, value: u64| Cond::new(arg, len, op, value);
+    Ok(match when {
+        When::Always => Vec::new(),
+        When::NamespaceFlags => CLONE_NS_FLAGS
+            .iter()
+            .map(|&flag| SeccompRule::new(vec![cond(0, Len::Qword, Op::MaskedEq(flag), flag)?]))
+            .collect::<Result<_, _>>()?,
+        When::IoctlRequest(request) => vec![SeccompRule::new(vec![cond(1, Len::Dword, Op::Eq, request)?])?],
+        When::PersonalityChange => vec![SeccompRule::new(
+            PERSONALITY_OK.iter().map(|&ok| cond(0, Len::Dword, Op::Ne, ok)).collect::<Result<_, _>>()?,
+        )?],
+        When::ExecutableMemfd => {
+            vec![SeccompRule::new(vec![cond(1, Len::Dword, Op::MaskedEq(MFD_NOEXEC_SEAL), 0)?])?]
+        }
+    })
+}
+
+/// Socket address families an agent may use: always local ones; IP only
+/// when the profile lists network destinations. Everything else (vsock,
+/// packet, bluetooth, ...) is denied.
+fn socket_rule(net: &NetPolicy) -> Result<SeccompRule, seccompiler::BackendError> {
+    let mut allowed = vec![libc::AF_UNIX, libc::AF_NETLINK];
+    if !net.is_none() {
+        allowed.extend([libc::AF_INET, libc::AF_INET6]);
+    }
+    SeccompRule::new(
+        allowed
+            .into_iter()
+            .map(|family| Cond::new(0, Len::Dword, Op::Ne, family as u64))
+            .collect::<Result<_, _>>()?,
+    )
+}
+
+/// The compiled filters, ready to install in the child.
+#[derive(Debug)]
+pub struct CompiledFilters {
+    /// Installed first: ABI check, then the EPERM rules.
+    pub deny: BpfProgram,
+    /// Installed second: `clone3` -> ENOSYS (empty when allowed).
+    pub enosys: Option<BpfProgram>,
+}
+
+/// Compiles the default deny set minus `allow`, plus the socket family rule.
+pub fn compile(allow: &[String], net: &NetPolicy) -> Result<CompiledFilters, SeccompError> {
+    let arch: TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|_| SeccompError::UnsupportedArch(std::env::consts::ARCH))?;
+    // `None`: the call is denied whatever its arguments.
+    let mut by_call: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
+    let mut enosys = BTreeMap::new();
+    for r in DENY_SET.iter().filter(|r| !allow.iter().any(|a| a == r.name)) {
+        if r.name == "clone3" {
+            enosys.insert(r.nr, Vec::new());
+            continue;
+        }
+        let rules = conditions(r.when)?;
+        match by_call.entry(r.nr).or_insert_with(|| Some(Vec::new())) {
+            slot if rules.is_empty() => *slot = None,
+            Some(existing) => existing.extend(rules),
+            None => {}
+        }
+    }
+    match by_call.entry(libc::SYS_socket).or_insert_with(|| Some(Vec::new())) {
+        Some(existing) => existing.push(socket_rule(net)?),
+        None => {}
+    }
+    let eperm: BTreeMap<i64, Vec<SeccompRule>> =
+        by_call.into_iter().map(|(nr, rules)| (nr, rules.unwrap_or_default())).collect();
+
+    let eperm_errno = SeccompAction::Errno(libc::EPERM as u32);
+    let mut deny = abi_prefix();
+    deny.extend(BpfProgram::try_from(SeccompFilter::new(eperm, SeccompAction::Allow, eperm_errno, arch)?)?);
+    let enosys = if enosys.is_empty() {
+        None
+    } else {
+        let errno = SeccompAction::Errno(libc::ENOSYS as u32);
+        Some(BpfProgram::try_from(SeccompFilter::new(enosys, SeccompAction::Allow, errno, arch)?)?)
+    };
+    Ok(CompiledFilters { deny, enosys })
+}
+
+/// Kills any call from another ABI: the wrong `arch` (i386 via `int 0x80`),
+/// or x32 numbers (bit 30 set) under the native arch. seccompiler checks
+/// `arch` but not x32, so this runs first.
+#[cfg(target_arch = "x86_64")]
+fn abi_prefix() -> BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x05 | 0x10;
+    const JGE_K: u16 = 0x05 | 0x30;
+    const RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    vec![
+        insn(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+        insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
+    ]
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn abi_prefix() -> BpfProgram {
+    Vec::new()
+}
+
+/// Installs the compiled filters on the calling thread. Needs
+/// `no_new_privs` (or CAP_SYS_ADMIN). Called in the child just before
+/// `execve`; it neither allocates nor takes locks.
+pub fn install(filters: &CompiledFilters) -> Result<(), SeccompError> {
+    seccompiler::apply_filter(&filters.deny)?;
+    if let Some(enosys) = &filters.enosys {
+        seccompiler::apply_filter(enosys)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiles_with_and_without_allowances() {
+        let none = NetPolicy::default();
+        let all = compile(&[], &none).unwrap_or_else(|e| panic!("{e}"));
+        assert!(all.enosys.is_some());
+        let allow: Vec<String> = ["ptrace", "clone3", "ioctl:TIOCSTI"].map(String::from).to_vec();
+        let fewer = compile(&allow, &none).unwrap_or_else(|e| panic!("{e}"));
+        assert!(fewer.enosys.is_none());
+        assert!(fewer.deny.len() < all.deny.len());
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = deny_rule_names().collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

@@ -1,0 +1,341 @@
+//! The session supervisor: one session's lifecycle. It prepares the
+//! sandbox, forks the agent into it, forwards signals, enforces
+//! `wall_time`, and when the agent exits ends the whole session: every
+//! process left in the session cgroup is killed and the cgroup removed.
+//!
+//! `agent-guard run` uses it in-process; the daemon will drive the same code.
+
+use std::{
+    ffi::OsString,
+    fs,
+    io::Read as _,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    profile::Policy,
+    sandbox::{
+        self, cgroup::{CgroupRoots, SessionCgroup}, child::{self, ChildPlan}, landlock, masks, seccomp, Gap, SandboxError,
+    },
+};
+
+/// Runtime directory for mask sources and, later, the daemon's socket.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/agent-guard";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the host cannot enforce everything role `{role}` asks for; refusing to run (use --best-effort to run anyway):\n{}", list(gaps))]
+    Unenforceable { role: String, gaps: Vec<Gap> },
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error("session {session}: the sandbox could not be set up: {source}")]
+    Child { session: String, #[source] source: child::ChildError },
+    #[error("{what}: {source}")]
+    Sys { what: &'static str, #[source] source: std::io::Error },
+}
+
+fn list(gaps: &[Gap]) -> String {
+    gaps.iter().map(|g| format!("  - {g}")).collect::<Vec<_>>().join("\n")
+}
+
+fn last_err(what: &'static str) -> SessionError {
+    SessionError::Sys { what, source: std::io::Error::last_os_error() }
+}
+
+/// What to run, and how.
+#[derive(Debug)]
+pub struct RunRequest {
+    pub policy: Policy,
+    pub argv: Vec<OsString>,
+    pub agent: Option<String>,
+    pub best_effort: bool,
+    pub runtime_dir: PathBuf,
+    pub cgroups: CgroupRoots,
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    /// The agent's first process exited.
+    Exit,
+    /// `wall_time` ran out.
+    WallTime,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub session: String,
+    /// The agent's exit code, or `None` when it died of a signal.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub ended_by: EndedBy,
+    pub duration: Duration,
+    /// Controls that were not enforced (only with `--best-effort`).
+    pub unenforced: Vec<Gap>,
+}
+
+impl Outcome {
+    /// The status `agent-guard run` exits with: the agent's code, or 128+N
+    /// for death by signal N.
+    pub fn status(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            (None, None) => 1,
+        }
+    }
+}
+
+/// A random session id: 16 hex digits.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // getrandom cannot fail for 8 bytes once the pool is initialised; fall back to time and pid.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        bytes = (t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32).to_ne_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn has_cap(cap: caps::Capability) -> bool {
+    caps::has_cap(None, caps::CapSet::Effective, cap).unwrap_or(false)
+}
+
+/// Everything the profile asks for that this host (or this caller) cannot enforce.
+pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
+    let mut gaps = landlock::gaps(landlock::kernel_abi(), policy);
+    gaps.extend(sandbox::monitor_gaps(policy));
+    use sandbox::cgroup::Controller;
+    for (controller, limit, set) in [
+        (Controller::Memory, "memory", policy.limits.memory.is_some()),
+        (Controller::Pids, "processes", policy.limits.processes.is_some()),
+    ] {
+        if set && cgroups.controller_home(controller).is_none() {
+            gaps.push(Gap::new(format!("[limits] {limit}"), format!("the {} cgroup controller", controller.name())));
+        }
+    }
+    if !policy.filesystem.deny.is_empty() && !has_cap(caps::Capability::CAP_SYS_ADMIN) {
+        gaps.push(Gap::new("[filesystem] deny masks", "CAP_SYS_ADMIN (run as root)"));
+    }
+    gaps
+}
+
+/// Runs one session to its end.
+pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
+    let policy = &req.policy;
+    let gaps = enforcement_gaps(policy, &req.cgroups);
+    if !gaps.is_empty() && !req.best_effort {
+        return Err(SessionError::Unenforceable { role: policy.role.clone(), gaps });
+    }
+    for gap in &gaps {
+        eprintln!("agent-guard: NOT ENFORCED (--best-effort): {gap}");
+    }
+    let session = new_session_id();
+
+    // Everything the child needs, prepared before fork.
+    let env = sandbox::build_env(policy, std::env::vars_os(), &session);
+    let Some(command) = req.argv.first() else {
+        return Err(SandboxError::NotFound { command: String::new(), path: String::new() }.into());
+    };
+    let exe = sandbox::resolve_command(command, &env)?;
+    let abi = landlock::kernel_abi();
+    let (landlock_fd, notes) = if abi >= 1 {
+        let (fd, notes) = landlock::build(policy, abi).map_err(SandboxError::from)?;
+        (Some(fd), notes)
+    } else {
+        (None, Vec::new())
+    };
+    for note in notes {
+        eprintln!("agent-guard: note: {}", crate::escape::for_terminal(&note));
+    }
+    let deny_masks = if gaps.iter().any(|g| g.what.contains("deny masks")) {
+        masks::Masks::default()
+    } else {
+        masks::plan(&policy.filesystem.deny, &req.runtime_dir).map_err(SandboxError::from)?
+    };
+    let seccomp = seccomp::compile(&policy.syscalls.allow, &policy.network).map_err(SandboxError::from)?;
+    let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
+    let cap_last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63);
+    use std::os::unix::ffi::OsStrExt;
+    let plan = ChildPlan {
+        cgroup_procs: std::mem::take(&mut cgroup.procs),
+        workdir: sandbox::cstring("working directory", policy.workdir.as_os_str().as_bytes())?,
+        masks: deny_masks,
+        drop_bounding: has_cap(caps::Capability::CAP_SETPCAP),
+        cap_last,
+        run_as: policy.run_as.as_ref().map(|r| (r.uid, r.gid)),
+        landlock: landlock_fd,
+        seccomp,
+        exe: sandbox::cstring("command path", exe.as_os_str().as_bytes())?,
+        argv: req.argv.iter().map(|a| sandbox::cstring("argument", a.as_bytes())).collect::<Result<_, _>>()?,
+        envp: sandbox::env_cstrings(&env)?,
+    };
+    let result = supervise(&req, &plan, &cgroup, &session);
+    let cleanup = cgroup.kill_all(reap_any).and_then(|()| cgroup.remove());
+    let mut outcome = result?;
+    cleanup.map_err(SandboxError::from)?;
+    outcome.unenforced = gaps;
+    Ok(outcome)
+}
+
+/// Signals the supervisor handles itself; blocked while it runs.
+const HANDLED: [libc::c_int; 9] = [
+    libc::SIGCHLD,
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGALRM,
+];
+
+fn reap_any() {
+    loop {
+        // SAFETY: waitpid with WNOHANG on any child; the status is not needed.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        if pid <= 0 {
+            break;
+        }
+    }
+}
+
+fn supervise(req: &RunRequest, plan: &ChildPlan, cgroup: &SessionCgroup, session: &str) -> Result<Outcome, SessionError> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: initialising and filling a local sigset, then changing this thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for sig in HANDLED {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        // Orphans of the agent are re-parented to us, so we can reap them.
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let result = supervise_blocked(req, plan, cgroup, session, &set, &old);
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
+}
+
+fn supervise_blocked(
+    req: &RunRequest,
+    plan: &ChildPlan,
+    cgroup: &SessionCgroup,
+    session: &str,
+    set: &libc::sigset_t,
+    old: &libc::sigset_t,
+) -> Result<Outcome, SessionError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(last_err("creating the report pipe"));
+    }
+    // SAFETY: both fds were just created and are owned here only.
+    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let args = plan.exec_args();
+    let started = Instant::now();
+    // SAFETY: the child only runs `child::enter`, which makes raw system calls on data
+    // prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(last_err("fork"));
+    }
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; `args` comes from `plan`.
+        unsafe { child::enter(plan, &args, write_end.as_raw_fd(), old) }
+    }
+    drop(write_end);
+    let mut report = Vec::new();
+    let _ = fs::File::from(read_end).read_to_end(&mut report);
+    if let Some(err) = child::decode_report(&report, plan) {
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        return Err(SessionError::Child { session: session.to_owned(), source: err });
+    }
+
+    let deadline = req.policy.limits.wall_time.map(|w| started + w.0);
+    let mut ended_by = EndedBy::Exit;
+    let status = loop {
+        let timeout = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if deadline.is_some() && timeout.is_zero() {
+            ended_by = EndedBy::WallTime;
+            eprintln!(
+                "agent-guard: session {session}: wall_time {} reached; ending the session",
+                req.policy.limits.wall_time.map(|w| w.to_string()).unwrap_or_default()
+            );
+            cgroup.kill_all(|| {}).map_err(SandboxError::from)?;
+            let mut st = 0;
+            // SAFETY: waiting for our own child, now killed.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            break st;
+        }
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        // SAFETY: siginfo_t is plain data filled by the kernel.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for one of the blocked signals with a timeout.
+        let sig = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
+        if sig < 0 {
+            continue; // EAGAIN (timeout) or EINTR
+        }
+        if sig == libc::SIGCHLD {
+            if let Some(st) = reap_until(pid) {
+                break st;
+            }
+            continue;
+        }
+        // Signals from the terminal (SI_KERNEL) reach the agent directly, being in our
+        // foreground process group; forward only what someone sent to us explicitly.
+        // SAFETY: si_pid is valid for the user-sent signals checked by si_code <= 0.
+        if info.si_code <= 0 && unsafe { info.si_pid() } != pid {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    };
+    let (exit_code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    };
+    Ok(Outcome {
+        session: session.to_owned(),
+        exit_code,
+        signal,
+        ended_by,
+        duration: started.elapsed(),
+        unenforced: Vec::new(),
+    })
+}
+
+/// Reaps exited children; returns the main child's status once it exited.
+fn reap_until(main: libc::pid_t) -> Option<libc::c_int> {
+    let mut main_status = None;
+    loop {
+        let mut st = 0;
+        // SAFETY: non-blocking wait for any child.
+        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+        if pid <= 0 {
+            return main_status;
+        }
+        if pid == main {
+            main_status = Some(st);
+        }
+    }
+}

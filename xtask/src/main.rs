@@ -1,1 +1,115 @@
-fn main(){}
+//! Project tasks. `cargo xtask setup` installs the toolchain, `build`,
+//! `run -- ARGS`, `test`, and `bench startup`.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install every prerequisite (idempotent): LLVM dev packages, nightly + rust-src, bpf-linker, bubblewrap
+    Setup,
+    /// Set up, then build agent-guard (release) with its eBPF programs
+    Build,
+    /// Set up, build, then run agent-guard with ARGS (as root for `run`)
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run the unit tests and the root integration tests against the real kernel
+    Test {
+        /// Extra arguments for the test harness (e.g. a test name filter)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks (measured in one run, recorded in docs/benchmarks.md)
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::setup(),
+        Task::Build => {
+            setup::setup()?;
+            build()
+        }
+        Task::Run { args } => {
+            setup::setup()?;
+            build()?;
+            let status = Command::new(root().join("target/release/agent-guard")).args(&args).status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup::setup()?;
+            test(&args)
+        }
+        Task::Bench { which } => {
+            setup::setup()?;
+            build()?;
+            bench::run(which)
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+/// Runs a command, failing with its name when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn build() -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "agent-guard"]))
+}
+
+fn test(args: &[String]) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        bail!("the integration tests enforce real kernel controls and must run as root; run `sudo cargo xtask test`");
+    }
+    // Unit tests of every crate (no root needed, but run here too).
+    run(cargo().args(["test", "--workspace", "--exclude", "agent-guard-tests", "--"]).args(args))?;
+    // The integration tests drive the real binary.
+    run(cargo().args(["build", "-p", "agent-guard"]))?;
+    let bin = root().join("target/debug/agent-guard");
+    run(cargo()
+        .args(["test", "-p", "agent-guard-tests", "--"])
+        .args(args)
+        .env("AGENT_GUARD_BIN", &bin)
+        .env("RUST_BACKTRACE", "1"))
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -72,6 +72,7 @@ pub fn find(role: &str) -> Result<PathBuf, ProfileError> {
         .iter()
         .map(|dir| dir.join(format!("{role}.toml")))
         .find(|p| p.is_file())
+        .map(|p| p.canonicalize().unwrap_or(p))
         .ok_or_else(|| ProfileError::NotFound { role: role.to_owned(), searched })
 }
 

@@ -146,7 +146,8 @@ pub(super) fn resolve(
     }
     for (name, value) in &file.env.set {
         if valid_env_name(name.get_ref()) {
-            env.set.insert(name.get_ref().clone(), value.clone());
+            let value = value.replace("{workdir}", &ctx.workdir.to_string_lossy()).replace("{home}", &home.to_string_lossy());
+            env.set.insert(name.get_ref().clone(), value);
         } else {
             ck.error(name.span(), format!("`{}` is not an environment variable name", name.get_ref()));
         }

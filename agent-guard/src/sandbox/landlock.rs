@@ -68,8 +68,20 @@ pub fn gaps(abi: i32, policy: &Policy) -> Vec<Gap> {
 /// are skipped: there is nothing there to allow).
 pub type Notes = Vec<String>;
 
+/// The ELF interpreters that must be executable for the session's programs
+/// to start: those of the command, of each file in `exec`, and of `/bin/sh`.
+pub fn interpreters(policy: &Policy, command: &Path) -> Vec<PathBuf> {
+    let mut found = BTreeSet::new();
+    let candidates = std::iter::once(command).chain(policy.filesystem.exec.iter().map(PathBuf::as_path)).chain([Path::new("/bin/sh")]);
+    for file in candidates.filter(|p| p.is_file()) {
+        found.extend(super::elf::interpreter(file));
+    }
+    found.into_iter().collect()
+}
+
 /// Builds the ruleset for `policy` on a kernel with landlock ABI `abi` (>= 1).
-pub fn build(policy: &Policy, abi: i32) -> Result<(OwnedFd, Notes), LandlockError> {
+/// `loaders` (see [`interpreters`]) get execute beside `[filesystem] exec`.
+pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf]) -> Result<(OwnedFd, Notes), LandlockError> {
     let abi = ABI::from(abi);
     let all = AccessFs::from_all(abi);
     let read = AccessFs::from_read(abi) & !AccessFs::Execute;
@@ -88,7 +100,7 @@ pub fn build(policy: &Policy, abi: i32) -> Result<(OwnedFd, Notes), LandlockErro
     let mut created = ruleset.create()?;
     let mut notes = Vec::new();
     let fs = &policy.filesystem;
-    for (paths, access) in [(&fs.read, read), (&fs.write, write), (&fs.exec, exec)] {
+    for (paths, access) in [(&fs.read, read), (&fs.write, write), (&fs.exec, exec), (&loaders.to_vec(), exec)] {
         for path in paths {
             if let Some(rule) = path_rule(path, access, abi, &mut notes)? {
                 created = created.add_rule(rule)?;

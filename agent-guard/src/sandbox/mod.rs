@@ -17,6 +17,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod elf;
 pub mod landlock;
 pub mod masks;
 pub mod seccomp;

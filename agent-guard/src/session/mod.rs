@@ -145,7 +145,7 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     let exe = sandbox::resolve_command(command, &env)?;
     let abi = landlock::kernel_abi();
     let (landlock_fd, notes) = if abi >= 1 {
-        let (fd, notes) = landlock::build(policy, abi).map_err(SandboxError::from)?;
+        let (fd, notes) = landlock::build(policy, abi, &landlock::interpreters(policy, &exe)).map_err(SandboxError::from)?;
         (Some(fd), notes)
     } else {
         (None, Vec::new())
@@ -179,7 +179,12 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
         envp: sandbox::env_cstrings(&env)?,
     };
     let result = supervise(&req, &plan, &cgroup, &session);
-    let cleanup = cgroup.kill_all(reap_any).and_then(|()| cgroup.remove());
+    let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
+        // Orphans re-parented to us (we are their subreaper) are dead now; collect
+        // them so that none lingers as a zombie after the session.
+        reap_all();
+        cgroup.remove()
+    });
     let mut outcome = result?;
     cleanup.map_err(SandboxError::from)?;
     outcome.unenforced = gaps;
@@ -322,6 +327,13 @@ fn supervise_blocked(
         duration: started.elapsed(),
         unenforced: Vec::new(),
     })
+}
+
+/// Waits for every remaining child. Called once the session cgroup is empty,
+/// so each of them has exited already and this does not block for long.
+fn reap_all() {
+    // SAFETY: blocking wait for any child until none is left (ECHILD).
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
 }
 
 /// Reaps exited children; returns the main child's status once it exited.

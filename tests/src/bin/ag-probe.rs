@@ -1,1 +1,234 @@
-fn main(){}
+//! A probe run inside agent-guard sessions by the integration tests: each
+//! subcommand tries one thing and reports what the kernel said.
+//!
+//! Exit status: 0 the action succeeded; 1 it was refused (EPERM/EACCES);
+//! 2 it failed otherwise (the message says how); 3 bad usage.
+
+use std::{
+    ffi::CString,
+    io::Write as _,
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+fn report(what: &str, res: std::io::Result<String>) -> ! {
+    match res {
+        Ok(detail) => {
+            println!("OK {what} {detail}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            let refused = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+            println!("{} {what}: {e}", if refused { "REFUSED" } else { "FAILED" });
+            std::process::exit(if refused { 1 } else { 2 })
+        }
+    }
+}
+
+fn errno_result(rc: i64) -> std::io::Result<String> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(format!("rc={rc}"))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    match arg(0).as_str() {
+        "read" => report("read", std::fs::read(arg(1)).map(|b| format!("{} bytes", b.len()))),
+        "list" => report("list", std::fs::read_dir(arg(1)).map(|d| format!("{} entries", d.count()))),
+        "write" => report(
+            "write",
+            std::fs::File::create(arg(1)).and_then(|mut f| f.write_all(b"probe\n")).map(|()| String::new()),
+        ),
+        "exec" => {
+            let path = CString::new(arg(1)).unwrap_or_default();
+            let argv = [path.as_ptr(), std::ptr::null()];
+            // SAFETY: execv with a NUL-terminated argv of valid C strings.
+            unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+            report("exec", Err(std::io::Error::last_os_error()))
+        }
+        "memfd-exec" => report("memfd-exec", memfd_exec(arg(1) == "noexec-seal")),
+        "connect" => report("connect", connect(&arg(1))),
+        "bind" => report(
+            "bind",
+            TcpListener::bind(("127.0.0.1", arg(1).parse::<u16>().unwrap_or(0))).map(|l| format!("{:?}", l.local_addr())),
+        ),
+        "udp" => report("udp", udp(&arg(1))),
+        // SAFETY: io_uring_setup with a zeroed params buffer of the right size.
+        "io-uring" => report("io_uring_setup", errno_result(unsafe {
+            let mut params = [0u8; 120];
+            libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr())
+        })),
+        // SAFETY: PTRACE_ATTACH on our parent; the call only asks the kernel.
+        "ptrace-parent" => report("ptrace", errno_result(unsafe {
+            libc::ptrace(libc::PTRACE_ATTACH, libc::getppid(), 0, 0)
+        })),
+        // SAFETY: unshare has no memory arguments.
+        "unshare-user" => report("unshare", errno_result(unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64)),
+        // SAFETY: personality with ADDR_NO_RANDOMIZE only changes this process.
+        "personality" => report("personality", errno_result(unsafe { libc::personality(0x0040000) } as i64)),
+        "tiocsti" => {
+            let c = b'x';
+            // SAFETY: ioctl TIOCSTI reads one byte from `c`.
+            report("tiocsti", errno_result(unsafe { libc::ioctl(0, libc::TIOCSTI, &c) } as i64))
+        }
+        "int80" => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut ret: i64 = 20; // i386 getpid
+                // SAFETY: the i386 getpid system call through int 0x80 touches no memory.
+                unsafe { std::arch::asm!("int 0x80", inout("rax") ret, options(nostack)) };
+                report("int80", Ok(format!("returned {ret}")))
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            report("int80", Err(std::io::Error::from_raw_os_error(libc::ENOSYS)))
+        }
+        "env" => match std::env::var_os(arg(1)) {
+            Some(v) => report("env", Ok(format!("{}={}", arg(1), v.to_string_lossy()))),
+            None => {
+                println!("UNSET {}", arg(1));
+                std::process::exit(1)
+            }
+        },
+        "caps" => report("caps", caps()),
+        "daemonize" => daemonize(&arg(1)),
+        "exit" => std::process::exit(arg(1).parse().unwrap_or(3)),
+        "kill-self" => {
+            // SAFETY: raising a signal on ourselves.
+            unsafe { libc::raise(arg(1).parse().unwrap_or(libc::SIGTERM)) };
+            std::process::exit(2)
+        }
+        "sleep" => {
+            std::thread::sleep(Duration::from_secs(arg(1).parse().unwrap_or(1)));
+            report("sleep", Ok(String::new()))
+        }
+        "pid" => report("pid", Ok(std::process::id().to_string())),
+        // SAFETY: getuid/getgid have no preconditions.
+        "uid" => report("uid", Ok(unsafe { format!("uid={} gid={}", libc::getuid(), libc::getgid()) })),
+        "alloc" => {
+            let mib: usize = arg(1).parse().unwrap_or(1);
+            let mut v: Vec<u8> = Vec::with_capacity(mib << 20);
+            for _ in 0..mib << 20 {
+                v.push(1);
+            }
+            report("alloc", Ok(format!("{} MiB", v.len() >> 20)))
+        }
+        "forks" => report("forks", forks(arg(1).parse().unwrap_or(1))),
+        _ => {
+            eprintln!("usage: ag-probe read|list|write|exec|memfd-exec|connect|bind|udp|io-uring|ptrace-parent|unshare-user|personality|tiocsti|int80|env|caps|daemonize|exit|kill-self|sleep|pid ...");
+            std::process::exit(3)
+        }
+    }
+}
+
+/// Forks up to `n` children that wait; reports how many were created.
+fn forks(n: usize) -> std::io::Result<String> {
+    for i in 0..n {
+        // SAFETY: the child only pauses until the session ends.
+        match unsafe { libc::fork() } {
+            0 => loop {
+                // SAFETY: pause has no arguments.
+                unsafe { libc::pause() };
+            },
+            pid if pid < 0 => {
+                let e = std::io::Error::last_os_error();
+                println!("FORKED {i}");
+                return Err(e);
+            }
+            _ => {}
+        }
+    }
+    Ok(format!("{n} forked"))
+}
+
+fn memfd_exec(noexec_seal: bool) -> std::io::Result<String> {
+    let name = c"probe";
+    let flags = if noexec_seal { 0x0008 } else { 0 }; // MFD_NOEXEC_SEAL
+    // SAFETY: memfd_create with a valid C string.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let exe = std::fs::read("/proc/self/exe").or_else(|_| std::fs::read(std::env::current_exe()?))?;
+    // SAFETY: writing our own buffer to the memfd we created.
+    let n = unsafe { libc::write(fd, exe.as_ptr().cast(), exe.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let argv = [c"ag-probe".as_ptr(), c"pid".as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null()];
+    // SAFETY: fexecve with NUL-terminated argv/envp arrays.
+    unsafe { libc::fexecve(fd, argv.as_ptr(), envp.as_ptr()) };
+    Err(std::io::Error::last_os_error())
+}
+
+fn connect(addr: &str) -> std::io::Result<String> {
+    let addr: SocketAddr = addr.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.write_all(b"ping\n")?;
+    Ok(format!("connected to {addr}"))
+}
+
+fn udp(addr: &str) -> std::io::Result<String> {
+    let addr: SocketAddr = addr.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let local: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let s = UdpSocket::bind(local)?;
+    s.send_to(b"ping", addr).map(|n| format!("{n} bytes sent"))
+}
+
+fn caps() -> std::io::Result<String> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    let header = Header { version: 0x2008_0522, pid: 0 };
+    let mut data = [[0u32; 3]; 2];
+    // SAFETY: capget fills two capability data structs.
+    if unsafe { libc::syscall(libc::SYS_capget, &header, data.as_mut_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut bounding = 0u64;
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_READ only reads.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1 {
+            bounding |= 1 << cap;
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_IS_SET for CAP_CHOWN (0): nonzero means some ambient set.
+    let nnp = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    let join = |i: usize| u64::from(data[0][i]) | u64::from(data[1][i]) << 32;
+    Ok(format!("eff={:x} prm={:x} inh={:x} bnd={bounding:x} nnp={nnp}", join(0), join(1), join(2)))
+}
+
+/// Double-forks a `setsid` grandchild that writes its pid to `pidfile` and
+/// sleeps; the probe itself exits at once.
+fn daemonize(pidfile: &str) -> ! {
+    // SAFETY: fork in a single-threaded program; the children only make system calls and sleep.
+    unsafe {
+        if libc::fork() == 0 {
+            libc::setsid();
+            if libc::fork() == 0 {
+                let pid = std::process::id().to_string();
+                let _ = std::fs::write(pidfile, pid);
+                loop {
+                    libc::pause();
+                }
+            }
+            libc::_exit(0);
+        }
+        let mut st = 0;
+        libc::wait(&mut st);
+    }
+    // Wait until the grandchild recorded itself.
+    for _ in 0..500 {
+        if std::fs::metadata(pidfile).is_ok_and(|m| m.len() > 0) {
+            report("daemonize", Ok(String::new()))
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    report("daemonize", Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT)))
+}

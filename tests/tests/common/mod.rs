@@ -1,0 +1,128 @@
+//! Helpers for the integration tests: real sessions of the real binary.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+/// The agent-guard binary under test (`cargo xtask test` sets it).
+pub fn agent_guard() -> PathBuf {
+    let bin = std::env::var_os("AGENT_GUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/agent-guard"));
+    assert!(bin.is_file(), "agent-guard binary not found at {}: run the tests with `cargo xtask test`", bin.display());
+    bin
+}
+
+pub fn probe() -> &'static str {
+    env!("CARGO_BIN_EXE_ag-probe")
+}
+
+/// Fails loudly unless running as root: these tests enforce kernel controls.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "integration tests must run as root (cargo xtask test)");
+}
+
+/// A session's working directory and a profile for it.
+pub struct Case {
+    pub dir: tempfile::TempDir,
+    pub profile: PathBuf,
+}
+
+impl Case {
+    /// Writes `toml` as profile `name`. `@PROBE@` becomes the probe's path and
+    /// `@WORK@` the working directory. Creates `out/` (writable in the
+    /// default profile), `public.txt`, `secret.txt` and `secretdir/key`.
+    pub fn new(name: &str, toml: &str) -> Case {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("ag-test-").tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("out")).expect("mkdir out");
+        std::fs::create_dir_all(work.join("secretdir")).expect("mkdir secretdir");
+        std::fs::write(work.join("public.txt"), "public\n").expect("write");
+        std::fs::write(work.join("secret.txt"), "secret\n").expect("write");
+        std::fs::write(work.join("secretdir/key"), "key\n").expect("write");
+        let text = toml.replace("@PROBE@", probe()).replace("@WORK@", &work.to_string_lossy()).replace("@NAME@", name);
+        let profile = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&profile, text).expect("write profile");
+        Case { dir, profile }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// A command running `agent-guard run --profile P --workdir W [extra] -- argv`.
+    pub fn command(&self, extra: &[&str], argv: &[&str]) -> Command {
+        let mut cmd = Command::new(agent_guard());
+        cmd.arg("run").arg("--profile").arg(&self.profile).arg("--workdir").arg(self.work());
+        cmd.args(extra).arg("--").args(argv);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run_with(&self, extra: &[&str], argv: &[&str]) -> Output {
+        let out = self.command(extra, argv).output().expect("running agent-guard");
+        eprintln!(
+            "$ agent-guard run {extra:?} -- {argv:?}\n  status: {:?}\n  stdout: {}  stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs the probe with `args` in a session.
+    pub fn probe(&self, args: &[&str]) -> Output {
+        let mut argv = vec![probe()];
+        argv.extend_from_slice(args);
+        self.run_with(&[], &argv)
+    }
+}
+
+/// A typical least-privilege profile: reads system libraries and the
+/// workdir, writes `out/`, runs the probe and `true`, masks the secrets.
+pub fn base_profile(extra_sections: &str) -> String {
+    format!(
+        r#"[role]
+name = "@NAME@"
+description = "integration test"
+environment = "test"
+
+[filesystem]
+read = ["/usr", "/lib", "/lib64", "/etc/ld.so.cache", "{{workdir}}"]
+write = ["{{workdir}}/out", "/dev/null"]
+exec = ["@PROBE@", "/usr/bin/true"]
+deny = ["{{workdir}}/secret.txt", "{{workdir}}/secretdir"]
+
+[limits]
+wall_time = "2m"
+{extra_sections}
+"#
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the probe reported success.
+#[track_caller]
+pub fn allowed(out: &Output) {
+    assert_eq!(out.status.code(), Some(0), "expected success; stdout: {} stderr: {}", stdout(out), stderr(out));
+    assert!(stdout(out).starts_with("OK "), "stdout: {}", stdout(out));
+}
+
+/// Asserts the probe reported the kernel refused it (EPERM/EACCES).
+#[track_caller]
+pub fn refused(out: &Output) {
+    assert_eq!(out.status.code(), Some(1), "expected refusal; stdout: {} stderr: {}", stdout(out), stderr(out));
+    assert!(stdout(out).contains("REFUSED"), "stdout: {}", stdout(out));
+}

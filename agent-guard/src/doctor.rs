@@ -71,6 +71,7 @@ pub fn run(mountinfo: &Path) -> Report {
     checks.extend(cgroup_checks(&roots));
     let bpffs = fs::read_to_string(mountinfo).is_ok_and(|t| t.lines().any(|l| l.contains(" - bpf ")));
     checks.push(check("bpffs", bpffs, Need::Wanted, if bpffs { "mounted" } else { "not mounted (mount -t bpf bpf /sys/fs/bpf)" }));
+    checks.push(tracefs_check(Path::new(TRACEFS)));
     let btf = Btf::from_sys_fs();
     checks.push(check(
         "kernel BTF",
@@ -83,6 +84,27 @@ pub fn run(mountinfo: &Path) -> Report {
     ));
     checks.extend(ebpf_checks(btf.ok().as_ref(), &roots));
     Report { checks }
+}
+
+/// Where tracepoint programs find their ids.
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Makes sure tracefs is mounted at `dir` (the kernel creates the empty
+/// directory but may not mount it at boot); tracepoint programs need it.
+pub fn ensure_tracefs(dir: &Path) -> Result<bool, nix::Error> {
+    if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Ok(false);
+    }
+    nix::mount::mount(Some("tracefs"), dir, Some("tracefs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC, None::<&str>)?;
+    Ok(true)
+}
+
+fn tracefs_check(dir: &Path) -> Check {
+    match ensure_tracefs(dir) {
+        Ok(false) => check("tracefs", true, Need::Wanted, format!("mounted at {}", dir.display())),
+        Ok(true) => check("tracefs", true, Need::Wanted, format!("was not mounted; mounted it at {}", dir.display())),
+        Err(e) => check("tracefs", false, Need::Wanted, format!("not mounted at {} and mounting failed: {e}", dir.display())),
+    }
 }
 
 fn landlock_checks() -> Vec<Check> {

@@ -271,3 +271,40 @@ fn session_cgroup_is_removed_at_the_end() {
     let dir = std::path::Path::new(v2).join("agent-guard").join(&id);
     assert!(!dir.exists(), "{} still exists", dir.display());
 }
+
+#[test]
+fn signals_and_abstract_sockets_outside_the_session_are_scoped() {
+    let case = Case::new("scoped", &base_profile(""));
+    // The probe's parent is agent-guard, outside the landlock domain.
+    refused(&case.probe(&["signal-parent"]));
+    let name = format!("agent-guard-test-{}", std::process::id());
+    let addr = {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name")
+    };
+    let _listener = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind abstract socket");
+    refused(&case.probe(&["abstract", &name]));
+    // Control: the same connection from outside any session works.
+    std::os::unix::net::UnixStream::connect_addr(&addr).expect("connect from outside");
+}
+
+#[test]
+fn inherited_file_descriptors_are_closed() {
+    use std::os::fd::AsRawFd;
+    let case = Case::new("fds", &base_profile(""));
+    let leaked = std::fs::File::open("/etc/hostname").expect("open");
+    let fd = leaked.as_raw_fd();
+    let mut cmd = case.command(&[], &[common::probe(), "fds"]);
+    // Hand agent-guard an inheritable fd, as a careless caller would.
+    // SAFETY: clearing FD_CLOEXEC on an fd we own, in the child before exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run");
+    allowed(&out);
+    assert!(stdout(&out).contains("open=0,1,2\n") || stdout(&out).trim_end().ends_with("open=0,1,2"), "{}", stdout(&out));
+}

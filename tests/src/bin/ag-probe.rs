@@ -106,6 +106,14 @@ fn main() {
             report("sleep", Ok(String::new()))
         }
         "pid" => report("pid", Ok(std::process::id().to_string())),
+        // SAFETY: kill with signal 0 only checks permission; the target is our parent.
+        "signal-parent" => report("signal-parent", errno_result(unsafe { libc::kill(libc::getppid(), 0) } as i64)),
+        "abstract" => report("abstract-unix", abstract_connect(&arg(1))),
+        "fds" => {
+            // SAFETY: F_GETFD only asks whether the descriptor is open.
+            let open: Vec<String> = (0..1024).filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).map(|fd| fd.to_string()).collect();
+            report("fds", Ok(format!("open={}", open.join(","))))
+        }
         // SAFETY: getuid/getgid have no preconditions.
         "uid" => report("uid", Ok(unsafe { format!("uid={} gid={}", libc::getuid(), libc::getgid()) })),
         "alloc" => {
@@ -163,6 +171,12 @@ fn memfd_exec(noexec_seal: bool) -> std::io::Result<String> {
     // SAFETY: fexecve with NUL-terminated argv/envp arrays.
     unsafe { libc::fexecve(fd, argv.as_ptr(), envp.as_ptr()) };
     Err(std::io::Error::last_os_error())
+}
+
+fn abstract_connect(name: &str) -> std::io::Result<String> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    std::os::unix::net::UnixStream::connect_addr(&addr).map(|_| format!("connected to @{name}"))
 }
 
 fn connect(addr: &str) -> std::io::Result<String> {

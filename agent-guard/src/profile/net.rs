@@ -21,10 +21,6 @@ impl PortRange {
     pub fn ports(self) -> impl Iterator<Item = u16> {
         self.lo..=self.hi
     }
-
-    pub fn len(self) -> u32 {
-        u32::from(self.hi) - u32::from(self.lo) + 1
-    }
 }
 
 impl FromStr for PortRange {
@@ -174,7 +170,7 @@ mod tests {
         assert_eq!(dest("[fd00::/8]:443").to_string(), "[fd00::/8]:443");
         let range = dest("10.0.0.1:8000-8100");
         assert_eq!(range.ports, PortRange { lo: 8000, hi: 8100 });
-        assert_eq!(range.ports.len(), 101);
+        assert_eq!(range.ports.ports().count(), 101);
     }
 
     #[test]

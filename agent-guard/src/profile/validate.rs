@@ -256,6 +256,9 @@ fn expand_path(ck: &mut Checker<'_>, raw: &Spanned<String>, workdir: &Path, home
     Some(path.components().collect())
 }
 
+/// A `[filesystem]` key, its entries as written, and as expanded.
+type PathList<'a> = (&'a str, &'a [Spanned<String>], &'a [PathBuf]);
+
 /// A profile of one environment may not reach another environment's
 /// networks or paths. A path that merely contains another environment's
 /// path is accepted when `deny` masks that path.
@@ -264,7 +267,7 @@ fn check_environments(ck: &mut Checker<'_>, file: &ProfileFile, fs: &FsPolicy, n
     let raw = &file.filesystem;
     // `fs.*` hold only the entries that expanded, so match them back to spans by position
     // only when nothing was dropped; otherwise errors above already stop the profile.
-    let lists: [(&str, &[Spanned<String>], &[PathBuf]); 3] =
+    let lists: [PathList<'_>; 3] =
         [("read", &raw.read, &fs.read), ("write", &raw.write, &fs.write), ("exec", &raw.exec, &fs.exec)];
     for (other, def) in host.environments.iter().filter(|(name, _)| *name != own) {
         for (key, spans, paths) in lists {

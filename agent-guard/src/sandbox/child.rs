@@ -161,8 +161,8 @@ pub unsafe fn enter(plan: &ChildPlan, args: &ExecArgs, report: RawFd, old_mask: 
             }
         };
     }
-    // SAFETY (whole block): raw system calls on fds and C strings the parent
-    // prepared and keeps alive; no allocation happens after fork.
+    // SAFETY: raw system calls on fds and C strings the parent prepared and
+    // keeps alive (the whole block); no allocation happens after fork.
     unsafe {
         for fd in &plan.cgroup_procs {
             check!(Stage::JoinCgroup, 0, libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1));

@@ -100,7 +100,7 @@ pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf]) -> Result<(OwnedFd,
     let mut created = ruleset.create()?;
     let mut notes = Vec::new();
     let fs = &policy.filesystem;
-    for (paths, access) in [(&fs.read, read), (&fs.write, write), (&fs.exec, exec), (&loaders.to_vec(), exec)] {
+    for (paths, access) in [(&fs.read[..], read), (&fs.write[..], write), (&fs.exec[..], exec), (loaders, exec)] {
         for path in paths {
             if let Some(rule) = path_rule(path, access, abi, &mut notes)? {
                 created = created.add_rule(rule)?;

@@ -82,6 +82,8 @@ pub fn cstring(what: &str, bytes: impl Into<Vec<u8>>) -> Result<CString, Sandbox
 pub enum SandboxError {
     #[error("{what} contains a NUL byte")]
     Nul { what: String },
+    #[error("no command to run")]
+    NoCommand,
     #[error("command `{command}` not found in the agent's PATH ({path})")]
     NotFound { command: String, path: String },
     #[error(transparent)]

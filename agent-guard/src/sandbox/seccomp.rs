@@ -189,9 +189,8 @@ pub fn compile(allow: &[String], net: &NetPolicy) -> Result<CompiledFilters, Sec
             None => {}
         }
     }
-    match by_call.entry(libc::SYS_socket).or_insert_with(|| Some(Vec::new())) {
-        Some(existing) => existing.push(socket_rule(net)?),
-        None => {}
+    if let Some(existing) = by_call.entry(libc::SYS_socket).or_insert_with(|| Some(Vec::new())) {
+        existing.push(socket_rule(net)?);
     }
     let eperm: BTreeMap<i64, Vec<SeccompRule>> =
         by_call.into_iter().map(|(nr, rules)| (nr, rules.unwrap_or_default())).collect();

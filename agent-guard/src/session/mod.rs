@@ -106,6 +106,11 @@ fn has_cap(cap: caps::Capability) -> bool {
     caps::has_cap(None, caps::CapSet::Effective, cap).unwrap_or(false)
 }
 
+/// Whether this caller can make the private mount namespace for `deny` masks.
+fn can_mask() -> bool {
+    has_cap(caps::Capability::CAP_SYS_ADMIN)
+}
+
 /// Everything the profile asks for that this host (or this caller) cannot enforce.
 pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
     let mut gaps = landlock::gaps(landlock::kernel_abi(), policy);
@@ -119,7 +124,7 @@ pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
             gaps.push(Gap::new(format!("[limits] {limit}"), format!("the {} cgroup controller", controller.name())));
         }
     }
-    if !policy.filesystem.deny.is_empty() && !has_cap(caps::Capability::CAP_SYS_ADMIN) {
+    if !policy.filesystem.deny.is_empty() && !can_mask() {
         gaps.push(Gap::new("[filesystem] deny masks", "CAP_SYS_ADMIN (run as root)"));
     }
     gaps
@@ -140,7 +145,7 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     // Everything the child needs, prepared before fork.
     let env = sandbox::build_env(policy, std::env::vars_os(), &session);
     let Some(command) = req.argv.first() else {
-        return Err(SandboxError::NotFound { command: String::new(), path: String::new() }.into());
+        return Err(SandboxError::NoCommand.into());
     };
     let exe = sandbox::resolve_command(command, &env)?;
     let abi = landlock::kernel_abi();
@@ -153,7 +158,8 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     for note in notes {
         eprintln!("agent-guard: note: {}", crate::escape::for_terminal(&note));
     }
-    let deny_masks = if gaps.iter().any(|g| g.what.contains("deny masks")) {
+    // Without CAP_SYS_ADMIN the masks are a gap (refused above unless --best-effort).
+    let deny_masks = if !can_mask() {
         masks::Masks::default()
     } else {
         masks::plan(&policy.filesystem.deny, &req.runtime_dir).map_err(SandboxError::from)?

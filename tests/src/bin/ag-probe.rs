@@ -118,10 +118,8 @@ fn main() {
         "uid" => report("uid", Ok(unsafe { format!("uid={} gid={}", libc::getuid(), libc::getgid()) })),
         "alloc" => {
             let mib: usize = arg(1).parse().unwrap_or(1);
-            let mut v: Vec<u8> = Vec::with_capacity(mib << 20);
-            for _ in 0..mib << 20 {
-                v.push(1);
-            }
+            // Non-zero bytes, so that every page is really touched.
+            let v = vec![1u8; mib << 20];
             report("alloc", Ok(format!("{} MiB", v.len() >> 20)))
         }
         "forks" => report("forks", forks(arg(1).parse().unwrap_or(1))),

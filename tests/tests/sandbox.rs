@@ -182,6 +182,8 @@ fn secrets_stay_out_of_the_environment() {
     assert!(stdout(&run("LANG")).contains("LANG=C.UTF-8"));
     assert!(stdout(&run("GREETING")).contains("GREETING=hi"));
     assert!(stdout(&run("AGENT_GUARD_SESSION")).starts_with("OK "));
+    let out = case.command(&["--agent", "triage-bot"], &[probe, "env", "AGENT_GUARD_AGENT"]).output().expect("run");
+    assert!(stdout(&out).contains("AGENT_GUARD_AGENT=triage-bot"), "{}", stdout(&out));
 }
 
 #[test]
@@ -235,6 +237,7 @@ fn wall_time_ends_the_session() {
     let out = case.probe(&["sleep", "60"]);
     assert_eq!(out.status.code(), Some(128 + libc::SIGKILL), "{}", stderr(&out));
     assert!(stderr(&out).contains("wall_time 1s reached"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("role walltime"), "{}", stderr(&out));
     assert!(!stdout(&out).contains("OK sleep"));
 }
 

@@ -98,7 +98,12 @@ pub enum SandboxError {
 
 /// Builds the agent's environment: the `pass` names taken from the
 /// caller's environment, then `set`, then the session's own variables.
-pub fn build_env(policy: &Policy, caller: impl IntoIterator<Item = (OsString, OsString)>, session: &str) -> Vec<(OsString, OsString)> {
+pub fn build_env(
+    policy: &Policy,
+    caller: impl IntoIterator<Item = (OsString, OsString)>,
+    session: &str,
+    agent: Option<&str>,
+) -> Vec<(OsString, OsString)> {
     let caller: Vec<(OsString, OsString)> = caller.into_iter().collect();
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let mut put = |k: OsString, v: OsString| {
@@ -115,6 +120,9 @@ pub fn build_env(policy: &Policy, caller: impl IntoIterator<Item = (OsString, Os
     }
     put("AGENT_GUARD_SESSION".into(), session.into());
     put("AGENT_GUARD_ROLE".into(), policy.role.clone().into());
+    if let Some(agent) = agent {
+        put("AGENT_GUARD_AGENT".into(), agent.into());
+    }
     env
 }
 

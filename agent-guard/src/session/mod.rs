@@ -143,7 +143,7 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     let session = new_session_id();
 
     // Everything the child needs, prepared before fork.
-    let env = sandbox::build_env(policy, std::env::vars_os(), &session);
+    let env = sandbox::build_env(policy, std::env::vars_os(), &session, req.agent.as_deref());
     let Some(command) = req.argv.first() else {
         return Err(SandboxError::NoCommand.into());
     };
@@ -287,7 +287,9 @@ fn supervise_blocked(
         if deadline.is_some() && timeout.is_zero() {
             ended_by = EndedBy::WallTime;
             eprintln!(
-                "agent-guard: session {session}: wall_time {} reached; ending the session",
+                "agent-guard: session {session} (role {}{}): wall_time {} reached; ending the session",
+                req.policy.role,
+                req.agent.as_deref().map(|a| format!(", agent {}", crate::escape::for_terminal(a))).unwrap_or_default(),
                 req.policy.limits.wall_time.map(|w| w.to_string()).unwrap_or_default()
             );
             cgroup.kill_all(|| {}).map_err(SandboxError::from)?;

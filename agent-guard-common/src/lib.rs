@@ -8,3 +8,5 @@
 #![no_std]
 
 pub mod probe;
+pub mod session;
+pub mod event;

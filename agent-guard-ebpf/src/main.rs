@@ -1,11 +1,17 @@
 //! agent-guard's eBPF programs.
 //!
-//! For now this object carries the feature probes `agent-guard doctor` loads
-//! (one trivial program per program type, see [`probe`]); the monitor adds
-//! one module per kernel hook beside it.
+//! One module per kernel hook: [`net`] (the network allowlist). [`maps`]
+//! holds the maps, globals and counting helpers; [`probe`] the trivial
+//! programs `agent-guard doctor` loads to learn what the kernel accepts.
+//! One instance of this object serves one session.
 #![no_std]
 #![no_main]
+// Atomic fetch-add and compare-exchange: the BPF target has no atomic CAS in `core::sync`.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod maps;
+mod net;
 mod probe;
 
 #[cfg(not(test))]

@@ -85,16 +85,8 @@ fn tcp_connect_to_allowed_port_only() {
     let (_ok, ok_port) = listener();
     let (_no, no_port) = listener();
     let case = Case::new("tcp", &base_profile(&format!("\n[network]\nconnect = [\"127.0.0.1:{ok_port}\"]\n")));
-    // The IP part of the rule needs the eBPF monitor: without --best-effort, run refuses.
-    let out = case.probe(&["connect", &format!("127.0.0.1:{ok_port}")]);
-    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
-    assert!(stderr(&out).contains("destination addresses"), "names the gap: {}", stderr(&out));
-
-    let probe = common::probe();
-    let out = case.run_with(&["--best-effort"], &[probe, "connect", &format!("127.0.0.1:{ok_port}")]);
-    assert!(stderr(&out).contains("NOT ENFORCED"), "prints what is unenforced: {}", stderr(&out));
-    allowed(&out);
-    refused(&case.run_with(&["--best-effort"], &[probe, "connect", &format!("127.0.0.1:{no_port}")]));
+    allowed(&case.probe(&["connect", &format!("127.0.0.1:{ok_port}")]));
+    refused(&case.probe(&["connect", &format!("127.0.0.1:{no_port}")]));
 }
 
 #[test]

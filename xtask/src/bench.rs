@@ -45,7 +45,7 @@ fn startup(runs: usize) -> Result<()> {
         },
         Variant {
             name: "agent-guard run (readonly-summarizer)",
-            argv: vec![ag, "run".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()],
+            argv: vec![ag, "run".into(), "--quiet".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()],
             samples: Vec::new(),
         },
     ];

@@ -32,9 +32,22 @@ pub struct RunArgs {
     /// Run even when the host cannot enforce all of the profile; prints what is not enforced
     #[arg(long)]
     pub best_effort: bool,
+    /// How long a session frozen by `on_limit = "freeze"` waits for an operator before it is killed
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub freeze_grace: crate::profile::HumanDuration,
+    /// Write a JSON summary of the session (counters, how it ended) to FILE when it ends
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Print no summary on stderr
+    #[arg(long)]
+    pub quiet: bool,
     /// The command to run and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+fn parse_duration(text: &str) -> Result<crate::profile::HumanDuration, String> {
+    crate::profile::HumanDuration::parse(text)
 }
 
 /// Finds the profile of `--role` or `--profile`.
@@ -62,14 +75,23 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     let path = profile_path(args.role.as_deref(), args.profile.as_deref())?;
     let ctx = Context { workdir: workdir(args.workdir.as_deref())?, caller_uid: nix::unistd::getuid().as_raw() };
     let policy = profile::load(&path, &ctx, &host)?;
+    let role = policy.role.clone();
     let cgroups = CgroupRoots::discover(Path::new("/proc/self/mountinfo"))?;
     let outcome = session::run(RunRequest {
         policy,
         argv: args.command,
-        agent: args.agent,
+        agent: args.agent.clone(),
         best_effort: args.best_effort,
         runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
         cgroups,
+        freeze_grace: args.freeze_grace.0,
     })?;
+    let summary = crate::session::summary::Summary::new(&outcome, &role, args.agent.as_deref());
+    if let Some(path) = &args.summary_json {
+        summary.write_json(path).with_context(|| format!("writing the summary to {}", path.display()))?;
+    }
+    if !args.quiet {
+        eprint!("{}", summary.human());
+    }
     Ok(outcome.status())
 }

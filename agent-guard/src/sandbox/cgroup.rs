@@ -281,6 +281,11 @@ impl SessionCgroup {
         }
     }
 
+    /// Freezes (`true`) or thaws the whole session (`cgroup.freeze`).
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        write_file(&self.v2.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+    }
+
     /// Removes the session's directories. The cgroups must be empty.
     pub fn remove(&self) -> Result<(), CgroupError> {
         for dir in std::iter::once(&self.v2).chain(&self.v1) {

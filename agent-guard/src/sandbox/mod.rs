@@ -51,24 +51,30 @@ impl fmt::Display for Gap {
     }
 }
 
-/// Controls of a profile that this version of agent-guard enforces only
-/// once the eBPF monitor is loaded: they are gaps until then.
-pub fn monitor_gaps(policy: &Policy) -> Vec<Gap> {
-    let needs = "the eBPF monitor, which this build does not load yet";
-    let mut gaps = Vec::new();
+/// Controls of a profile that only the eBPF monitor enforces: gaps when
+/// it could not be loaded (`why`), or not built yet (`why == None` lists
+/// those this build's monitor does not count).
+pub fn monitor_gaps(policy: &Policy, why: Option<&str>) -> Vec<Gap> {
     let l = &policy.limits;
-    for (name, set) in [
-        ("execs", l.execs.is_some()),
-        ("file_writes", l.file_writes.is_some()),
-        ("connects", l.connects.is_some()),
-        ("bytes_out", l.bytes_out.is_some()),
-    ] {
+    let mut gaps = Vec::new();
+    let not_built = "the eBPF monitor's counter for it, which this build does not have yet";
+    for (name, set) in [("execs", l.execs.is_some()), ("file_writes", l.file_writes.is_some())] {
         if set {
-            gaps.push(Gap::new(format!("[limits] {name}"), needs));
+            gaps.push(Gap::new(format!("[limits] {name}"), not_built));
+        }
+    }
+    let Some(why) = why else { return gaps };
+    let needs = format!("the eBPF monitor, which failed to load: {why}");
+    for (name, set) in [("connects", l.connects.is_some()), ("bytes_out", l.bytes_out.is_some())] {
+        if set {
+            gaps.push(Gap::new(format!("[limits] {name}"), needs.clone()));
         }
     }
     if !policy.network.connect.is_empty() {
-        gaps.push(Gap::new("[network] connect: destination addresses (landlock checks TCP ports only) and UDP", needs));
+        gaps.push(Gap::new("[network] connect: destination addresses (landlock checks TCP ports only) and UDP", needs.clone()));
+    }
+    if !policy.network.bind.is_empty() {
+        gaps.push(Gap::new("[network] bind: UDP ports", needs));
     }
     gaps
 }

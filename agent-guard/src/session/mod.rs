@@ -5,6 +5,8 @@
 //!
 //! `agent-guard run` uses it in-process; the daemon will drive the same code.
 
+pub mod summary;
+
 use std::{
     ffi::OsString,
     fs,
@@ -14,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agent_guard_common::session::{Counter, COUNTERS};
+
 use crate::{
+    monitor::{events::Event, Monitor},
     profile::Policy,
     sandbox::{
         self, cgroup::{CgroupRoots, SessionCgroup}, child::{self, ChildPlan}, landlock, masks, seccomp, Gap, SandboxError,
@@ -53,16 +58,37 @@ pub struct RunRequest {
     pub best_effort: bool,
     pub runtime_dir: PathBuf,
     pub cgroups: CgroupRoots,
+    /// How long a session frozen by `on_limit = "freeze"` waits for an
+    /// operator before it is killed.
+    pub freeze_grace: Duration,
 }
 
 /// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndedBy {
     /// The agent's first process exited.
     Exit,
     /// `wall_time` ran out.
     WallTime,
+    /// A counter passed its limit (and `on_limit` killed the session, or
+    /// froze it and nobody resumed it within the grace period).
+    Limit(Counter),
+}
+
+impl std::fmt::Display for EndedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndedBy::Exit => f.write_str("exit"),
+            EndedBy::WallTime => f.write_str("wall_time"),
+            EndedBy::Limit(c) => write!(f, "limit:{}", c.name()),
+        }
+    }
+}
+
+impl serde::Serialize for EndedBy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +101,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// Controls that were not enforced (only with `--best-effort`).
     pub unenforced: Vec<Gap>,
+    /// The monitor's counters at the end (indexed by `Counter`), when it ran.
+    pub counters: Option<[u64; COUNTERS]>,
 }
 
 impl Outcome {
@@ -111,10 +139,11 @@ fn can_mask() -> bool {
     has_cap(caps::Capability::CAP_SYS_ADMIN)
 }
 
-/// Everything the profile asks for that this host (or this caller) cannot enforce.
+/// Everything the profile asks for that this host (or this caller) cannot
+/// enforce, before the monitor is loaded (see [`sandbox::monitor_gaps`]).
 pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
     let mut gaps = landlock::gaps(landlock::kernel_abi(), policy);
-    gaps.extend(sandbox::monitor_gaps(policy));
+    gaps.extend(sandbox::monitor_gaps(policy, None));
     use sandbox::cgroup::Controller;
     for (controller, limit, set) in [
         (Controller::Memory, "memory", policy.limits.memory.is_some()),
@@ -133,12 +162,9 @@ pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
 /// Runs one session to its end.
 pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     let policy = &req.policy;
-    let gaps = enforcement_gaps(policy, &req.cgroups);
+    let mut gaps = enforcement_gaps(policy, &req.cgroups);
     if !gaps.is_empty() && !req.best_effort {
         return Err(SessionError::Unenforceable { role: policy.role.clone(), gaps });
-    }
-    for gap in &gaps {
-        eprintln!("agent-guard: NOT ENFORCED (--best-effort): {gap}");
     }
     let session = new_session_id();
 
@@ -166,6 +192,31 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     };
     let seccomp = seccomp::compile(&policy.syscalls.allow, &policy.network).map_err(SandboxError::from)?;
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
+    // The monitor attaches to the cgroup before the agent joins it.
+    let monitor = match Monitor::attach(policy, &cgroup.v2) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            let full = crate::cli::render_error(&anyhow::Error::from(e));
+            tracing::debug!("loading the monitor: {full}");
+            // The verifier's log can run to pages: keep the gist, `doctor` and AGENT_GUARD_LOG=debug tell more.
+            let why = match full.split_once(" Verifier output:") {
+                Some((gist, _)) => format!("{gist} (the verifier refused it; AGENT_GUARD_LOG=debug shows its log)"),
+                None => full.lines().next().unwrap_or_default().to_owned(),
+            };
+            gaps.extend(sandbox::monitor_gaps(policy, Some(&why)));
+            if gaps.is_empty() {
+                eprintln!("agent-guard: warning: the eBPF monitor could not be loaded, so this session has no counters: {why}");
+            }
+            None
+        }
+    };
+    if !gaps.is_empty() && !req.best_effort {
+        let _ = cgroup.remove();
+        return Err(SessionError::Unenforceable { role: policy.role.clone(), gaps });
+    }
+    for gap in &gaps {
+        eprintln!("agent-guard: NOT ENFORCED (--best-effort): {gap}");
+    }
     let cap_last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -184,7 +235,8 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
         argv: req.argv.iter().map(|a| sandbox::cstring("argument", a.as_bytes())).collect::<Result<_, _>>()?,
         envp: sandbox::env_cstrings(&env)?,
     };
-    let result = supervise(&req, &plan, &cgroup, &session);
+    let mut monitor = monitor;
+    let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut());
     let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
         // Orphans re-parented to us (we are their subreaper) are dead now; collect
         // them so that none lingers as a zombie after the session.
@@ -194,6 +246,9 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     let mut outcome = result?;
     cleanup.map_err(SandboxError::from)?;
     outcome.unenforced = gaps;
+    if let Some(m) = &monitor {
+        outcome.counters = m.counters().ok();
+    }
     Ok(outcome)
 }
 
@@ -220,7 +275,13 @@ fn reap_any() {
     }
 }
 
-fn supervise(req: &RunRequest, plan: &ChildPlan, cgroup: &SessionCgroup, session: &str) -> Result<Outcome, SessionError> {
+fn supervise(
+    req: &RunRequest,
+    plan: &ChildPlan,
+    cgroup: &SessionCgroup,
+    session: &str,
+    monitor: Option<&mut Monitor>,
+) -> Result<Outcome, SessionError> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -235,10 +296,52 @@ fn supervise(req: &RunRequest, plan: &ChildPlan, cgroup: &SessionCgroup, session
         // Orphans of the agent are re-parented to us, so we can reap them.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let result = supervise_blocked(req, plan, cgroup, session, &set, &old);
+    let result = supervise_blocked(req, plan, cgroup, session, &set, &old, monitor);
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result
+}
+
+/// What the supervisor loop waits for next.
+enum Wake {
+    Signal(libc::signalfd_siginfo),
+    Events,
+    Timeout,
+}
+
+/// Waits on the signalfd and the monitor's ring buffer until `deadline`.
+fn wait(sfd: &OwnedFd, events_fd: Option<std::os::fd::RawFd>, deadline: Option<Instant>) -> Result<Wake, SessionError> {
+    let mut fds = vec![libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    if let Some(fd) = events_fd {
+        fds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+    }
+    let timeout_ms = match deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
+        None => -1,
+    };
+    // SAFETY: poll on a local array of pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(Wake::Timeout);
+        }
+        return Err(SessionError::Sys { what: "poll", source: e });
+    }
+    if fds[0].revents & libc::POLLIN != 0 {
+        // SAFETY: signalfd_siginfo is plain data; read fills it whole or fails.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reading one record into the local struct.
+        let r = unsafe { libc::read(sfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        if r == size as isize {
+            return Ok(Wake::Signal(info));
+        }
+    }
+    if fds.len() > 1 && fds[1].revents & libc::POLLIN != 0 {
+        return Ok(Wake::Events);
+    }
+    Ok(Wake::Timeout)
 }
 
 fn supervise_blocked(
@@ -248,6 +351,7 @@ fn supervise_blocked(
     session: &str,
     set: &libc::sigset_t,
     old: &libc::sigset_t,
+    mut monitor: Option<&mut Monitor>,
 ) -> Result<Outcome, SessionError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
@@ -256,6 +360,13 @@ fn supervise_blocked(
     }
     // SAFETY: both fds were just created and are owned here only.
     let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: signalfd on the signals blocked above; the fd is ours.
+    let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if sfd < 0 {
+        return Err(last_err("creating the signalfd"));
+    }
+    // SAFETY: the fd was just created and is owned here only.
+    let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
     let args = plan.exec_args();
     let started = Instant::now();
     // SAFETY: the child only runs `child::enter`, which makes raw system calls on data
@@ -277,49 +388,85 @@ fn supervise_blocked(
         return Err(SessionError::Child { session: session.to_owned(), source: err });
     }
 
-    let deadline = req.policy.limits.wall_time.map(|w| started + w.0);
+    let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
+    // Set while the session is frozen by a limit: when the grace period ends.
+    let mut frozen_until: Option<(Instant, Counter)> = None;
     let mut ended_by = EndedBy::Exit;
-    let status = loop {
-        let timeout = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
-        };
-        if deadline.is_some() && timeout.is_zero() {
+    let who = format!(
+        "session {session} (role {}{})",
+        req.policy.role,
+        req.agent.as_deref().map(|a| format!(", agent {}", crate::escape::for_terminal(a))).unwrap_or_default()
+    );
+    let status = 'outer: loop {
+        let now = Instant::now();
+        if let Some((until, counter)) = frozen_until {
+            if now >= until {
+                eprintln!("agent-guard: {who}: nobody resumed the frozen session within {}; ending it", crate::profile::HumanDuration(req.freeze_grace));
+                ended_by = EndedBy::Limit(counter);
+                break end_session(cgroup, pid)?;
+            }
+        }
+        if wall_deadline.is_some_and(|d| now >= d) {
             ended_by = EndedBy::WallTime;
             eprintln!(
-                "agent-guard: session {session} (role {}{}): wall_time {} reached; ending the session",
-                req.policy.role,
-                req.agent.as_deref().map(|a| format!(", agent {}", crate::escape::for_terminal(a))).unwrap_or_default(),
+                "agent-guard: {who}: wall_time {} reached; ending the session",
                 req.policy.limits.wall_time.map(|w| w.to_string()).unwrap_or_default()
             );
-            cgroup.kill_all(|| {}).map_err(SandboxError::from)?;
-            let mut st = 0;
-            // SAFETY: waiting for our own child, now killed.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
-            break st;
+            break end_session(cgroup, pid)?;
         }
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
-        // SAFETY: siginfo_t is plain data filled by the kernel.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waiting for one of the blocked signals with a timeout.
-        let sig = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
-        if sig < 0 {
-            continue; // EAGAIN (timeout) or EINTR
-        }
-        if sig == libc::SIGCHLD {
-            if let Some(st) = reap_until(pid) {
-                break st;
+        let deadline = match (wall_deadline, frozen_until) {
+            (Some(a), Some((b, _))) => Some(a.min(b)),
+            (a, b) => a.or(b.map(|(b, _)| b)),
+        };
+        match wait(&sfd, monitor.as_ref().map(|m| m.events_fd()), deadline)? {
+            Wake::Timeout => {}
+            Wake::Events => {
+                let Some(m) = monitor.as_deref_mut() else { continue };
+                for event in m.drain() {
+                    if let Event::Limit { counter, freeze, value, limit, .. } = event {
+                        eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
+                        if freeze && frozen_until.is_none() {
+                            cgroup.set_frozen(true).map_err(SandboxError::from)?;
+                            eprintln!(
+                                "agent-guard: {who}: FROZEN for an operator; it will be killed in {} (resume needs the daemon)",
+                                crate::profile::HumanDuration(req.freeze_grace)
+                            );
+                            frozen_until = Some((Instant::now() + req.freeze_grace, counter));
+                        } else if !freeze {
+                            ended_by = EndedBy::Limit(counter);
+                            break 'outer end_session(cgroup, pid)?;
+                        }
+                    }
+                }
             }
-            continue;
-        }
-        // Signals from the terminal (SI_KERNEL) reach the agent directly, being in our
-        // foreground process group; forward only what someone sent to us explicitly.
-        // SAFETY: si_pid is valid for the user-sent signals checked by si_code <= 0.
-        if info.si_code <= 0 && unsafe { info.si_pid() } != pid {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(pid, sig) };
+            Wake::Signal(info) => {
+                let sig = info.ssi_signo as libc::c_int;
+                if sig == libc::SIGCHLD {
+                    if let Some(st) = reap_until(pid) {
+                        break st;
+                    }
+                    continue;
+                }
+                // Signals from the terminal (SI_KERNEL) reach the agent directly, being in our
+                // foreground process group; forward only what someone sent to us explicitly.
+                if info.ssi_code <= 0 && info.ssi_pid != pid as u32 {
+                    // SAFETY: kill(2) on our own child.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
         }
     };
+    if let Some(m) = monitor {
+        // Limit events still queued when the agent exited on its own.
+        for event in m.drain() {
+            if let Event::Limit { counter, value, limit, .. } = event {
+                eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
+                if ended_by == EndedBy::Exit {
+                    ended_by = EndedBy::Limit(counter);
+                }
+            }
+        }
+    }
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
@@ -334,7 +481,17 @@ fn supervise_blocked(
         ended_by,
         duration: started.elapsed(),
         unenforced: Vec::new(),
+        counters: None,
     })
+}
+
+/// Kills the whole session and returns the first process's wait status.
+fn end_session(cgroup: &SessionCgroup, pid: libc::pid_t) -> Result<libc::c_int, SessionError> {
+    cgroup.kill_all(|| {}).map_err(SandboxError::from)?;
+    let mut st = 0;
+    // SAFETY: waiting for our own child, now killed.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    Ok(st)
 }
 
 /// Waits for every remaining child. Called once the session cgroup is empty,

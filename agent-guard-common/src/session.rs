@@ -1,0 +1,159 @@
+//! Per-session counters, limits and network rules as the kernel side sees
+//! them. One eBPF object instance serves one session: its globals name the
+//! session's cgroup and limits, its maps hold the counters and rules.
+
+/// A per-session counter, the index into the `COUNTERS` map and `LIMITS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Counter {
+    /// Processes started (forks/clones that create a process).
+    Processes = 0,
+    /// Successful and attempted `execve`s.
+    Execs = 1,
+    /// Files opened for reading.
+    FilesRead = 2,
+    /// Files opened for writing (by their open flags).
+    FilesWritten = 3,
+    /// Write-family calls on regular files.
+    FileWrites = 4,
+    /// unlink/rename/truncate of files.
+    DestructiveOps = 5,
+    /// Connects (and unconnected sends) attempted.
+    Connects = 6,
+    /// Connects (and unconnected sends) denied by the allowlist.
+    ConnectsDenied = 7,
+    /// Bytes sent over the network.
+    BytesOut = 8,
+    /// Processes alive now.
+    ProcessesAlive = 9,
+    /// The peak of `ProcessesAlive`.
+    ProcessesPeak = 10,
+    /// Events the ring buffer had no room for.
+    EventsLost = 11,
+}
+
+/// Number of counters.
+pub const COUNTERS: usize = 12;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTERS] = [
+        Counter::Processes,
+        Counter::Execs,
+        Counter::FilesRead,
+        Counter::FilesWritten,
+        Counter::FileWrites,
+        Counter::DestructiveOps,
+        Counter::Connects,
+        Counter::ConnectsDenied,
+        Counter::BytesOut,
+        Counter::ProcessesAlive,
+        Counter::ProcessesPeak,
+        Counter::EventsLost,
+    ];
+
+    /// The name used in profiles (`[limits]`), JSON and messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Processes => "processes",
+            Counter::Execs => "execs",
+            Counter::FilesRead => "files_read",
+            Counter::FilesWritten => "files_written",
+            Counter::FileWrites => "file_writes",
+            Counter::DestructiveOps => "destructive_ops",
+            Counter::Connects => "connects",
+            Counter::ConnectsDenied => "connects_denied",
+            Counter::BytesOut => "bytes_out",
+            Counter::ProcessesAlive => "processes_alive",
+            Counter::ProcessesPeak => "processes_peak",
+            Counter::EventsLost => "events_lost",
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<Counter> {
+        if (v as usize) < COUNTERS {
+            Some(Counter::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// What the kernel side does when a counter passes its limit.
+pub const ON_LIMIT_KILL: u32 = 0;
+pub const ON_LIMIT_FREEZE: u32 = 1;
+
+/// Port ranges allowed for one network prefix.
+pub const MAX_PORT_RANGES: usize = 16;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PortRangeRaw {
+    /// Host byte order, inclusive.
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// The value of an entry of the `NET_V4`/`NET_V6` LPM tries: every port
+/// range allowed for addresses under this prefix, including those of
+/// wider prefixes that contain it (an LPM lookup returns only the longest
+/// match, so each entry carries its ancestors' ranges too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct PortRanges {
+    pub count: u32,
+    pub ranges: [PortRangeRaw; MAX_PORT_RANGES],
+}
+
+const _: () = assert!(core::mem::size_of::<PortRangeRaw>() == 4);
+const _: () = assert!(core::mem::size_of::<PortRanges>() == 4 + 4 * MAX_PORT_RANGES);
+
+impl Default for PortRanges {
+    fn default() -> PortRanges {
+        PortRanges::EMPTY
+    }
+}
+
+impl PortRanges {
+    pub const EMPTY: PortRanges = PortRanges { count: 0, ranges: [PortRangeRaw { lo: 0, hi: 0 }; MAX_PORT_RANGES] };
+
+    /// Whether `port` (host order) is in one of the ranges.
+    #[inline(always)]
+    pub fn allows(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < MAX_PORT_RANGES {
+            if (i as u32) < self.count && self.ranges[i].lo <= port && port <= self.ranges[i].hi {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
+unsafe impl aya::Pod for PortRanges {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_tags_round_trip() {
+        for c in Counter::ALL {
+            assert_eq!(Counter::from_u32(c as u32), Some(c));
+        }
+        assert_eq!(Counter::from_u32(COUNTERS as u32), None);
+    }
+
+    #[test]
+    fn port_ranges() {
+        let mut r = PortRanges::EMPTY;
+        r.ranges[0] = PortRangeRaw { lo: 80, hi: 80 };
+        r.ranges[1] = PortRangeRaw { lo: 8000, hi: 8100 };
+        r.count = 2;
+        assert!(r.allows(80) && r.allows(8000) && r.allows(8100));
+        assert!(!r.allows(81) && !r.allows(443));
+        assert!(!PortRanges::EMPTY.allows(0));
+    }
+}

@@ -1,0 +1,68 @@
+//! Decoding ring-buffer records into typed events.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use agent_guard_common::{
+    event::{ConnectEvent, EventHeader, EventKind, LimitEvent},
+    session::{Counter, ON_LIMIT_FREEZE},
+};
+
+/// What the kernel side reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Connect { pid: u32, seq: u64, ktime_ns: u64, addr: IpAddr, port: u16, protocol: u16, allowed: bool, via_sendmsg: bool },
+    Limit { pid: u32, seq: u64, ktime_ns: u64, counter: Counter, freeze: bool, value: u64, limit: u64 },
+    /// A record this build cannot read (wrong size or unknown kind).
+    Malformed { kind: u32, len: usize },
+}
+
+/// Reads a `T` from the start of `bytes` when it is long enough.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked; `T` is a `#[repr(C)]` struct of integers
+    // (valid for any bit pattern), read unaligned from the record.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Event {
+    let malformed = |kind| Event::Malformed { kind, len: bytes.len() };
+    let Some(h) = read::<EventHeader>(bytes) else { return malformed(0) };
+    match EventKind::from_u32(h.kind) {
+        Some(EventKind::Connect) => match read::<ConnectEvent>(bytes) {
+            Some(e) => {
+                let addr = if e.family == libc::AF_INET as u16 {
+                    IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]))
+                } else {
+                    let v6 = Ipv6Addr::from(e.addr);
+                    v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+                };
+                Event::Connect {
+                    pid: h.pid,
+                    seq: h.seq,
+                    ktime_ns: h.ktime_ns,
+                    addr,
+                    port: e.port,
+                    protocol: e.protocol,
+                    allowed: e.allowed != 0,
+                    via_sendmsg: e.via_sendmsg != 0,
+                }
+            }
+            None => malformed(h.kind),
+        },
+        Some(EventKind::Limit) => match read::<LimitEvent>(bytes).and_then(|e| Counter::from_u32(e.counter).map(|c| (e, c))) {
+            Some((e, counter)) => Event::Limit {
+                pid: h.pid,
+                seq: h.seq,
+                ktime_ns: h.ktime_ns,
+                counter,
+                freeze: e.action == ON_LIMIT_FREEZE,
+                value: e.value,
+                limit: e.limit,
+            },
+            None => malformed(h.kind),
+        },
+        _ => malformed(h.kind),
+    }
+}

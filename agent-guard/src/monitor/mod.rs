@@ -1,0 +1,158 @@
+//! The monitor: loads one instance of agent-guard's eBPF object for a
+//! session, fills its maps from the policy, attaches its programs to the
+//! session cgroup, and reads back exact counters and events.
+//!
+//! Attached before the agent joins the cgroup, so nothing it does escapes.
+
+pub mod events;
+pub mod rules;
+
+use std::{
+    fs,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::Path,
+};
+
+use agent_guard_common::session::{Counter, PortRanges, COUNTERS, ON_LIMIT_FREEZE, ON_LIMIT_KILL};
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData, RingBuf},
+    programs::{links::CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    Btf, Ebpf, EbpfLoader,
+};
+
+use crate::profile::{OnLimit, Policy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program { name: &'static str, #[source] source: aya::programs::ProgramError },
+    #[error("eBPF map {name}: {source}")]
+    Map { name: &'static str, #[source] source: aya::maps::MapError },
+    #[error("eBPF map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("reading the session cgroup {path}: {source}")]
+    Cgroup { path: String, #[source] source: std::io::Error },
+    #[error(transparent)]
+    Rules(#[from] rules::RulesError),
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MonitorError {
+    move |source| MonitorError::Map { name, source }
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> MonitorError {
+    move |source| MonitorError::Program { name, source }
+}
+
+/// A session's loaded and attached monitor.
+pub struct Monitor {
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+    pub cgroup_id: u64,
+}
+
+/// Programs attached to the session cgroup.
+const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
+
+impl Monitor {
+    /// Loads the object for the session whose cgroup v2 directory is
+    /// `cgroup_dir`, and attaches it there.
+    pub fn attach(policy: &Policy, cgroup_dir: &Path) -> Result<Monitor, MonitorError> {
+        let cgroup_id = fs::metadata(cgroup_dir)
+            .map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?
+            .ino();
+        let limits = limits_array(policy);
+        let on_limit = match policy.limits.on_limit {
+            OnLimit::Kill => ON_LIMIT_KILL,
+            OnLimit::Freeze => ON_LIMIT_FREEZE,
+        };
+        let btf = Btf::from_sys_fs().ok();
+        let mut ebpf = EbpfLoader::new()
+            .btf(btf.as_ref())
+            .set_global("SESSION_CGROUP", &cgroup_id, true)
+            .set_global("LIMITS", &limits, true)
+            .set_global("ON_LIMIT", &on_limit, true)
+            .load(crate::doctor::EBPF_OBJECT)?;
+
+        let rules = rules::Rules::from_policy(policy)?;
+        {
+            let mut v4: LpmTrie<_, [u8; 4], PortRanges> =
+                LpmTrie::try_from(ebpf.map_mut("NET_V4").ok_or(MonitorError::MissingMap("NET_V4"))?).map_err(map_err("NET_V4"))?;
+            for (prefix, addr, ranges) in &rules.v4 {
+                v4.insert(&Key::new(*prefix, *addr), ranges, 0).map_err(map_err("NET_V4"))?;
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, [u8; 16], PortRanges> =
+                LpmTrie::try_from(ebpf.map_mut("NET_V6").ok_or(MonitorError::MissingMap("NET_V6"))?).map_err(map_err("NET_V6"))?;
+            for (prefix, addr, ranges) in &rules.v6 {
+                v6.insert(&Key::new(*prefix, *addr), ranges, 0).map_err(map_err("NET_V6"))?;
+            }
+        }
+        {
+            let mut bind: Array<_, PortRanges> =
+                Array::try_from(ebpf.map_mut("BIND_PORTS").ok_or(MonitorError::MissingMap("BIND_PORTS"))?).map_err(map_err("BIND_PORTS"))?;
+            bind.set(0, rules.bind, 0).map_err(map_err("BIND_PORTS"))?;
+        }
+
+        let cgroup = fs::File::open(cgroup_dir).map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            prog.load().map_err(prog_err(name))?;
+            prog.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name))?;
+        }
+        let egress: &mut CgroupSkb = ebpf
+            .program_mut("egress")
+            .ok_or(MonitorError::Program { name: "egress", source: aya::programs::ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(prog_err("egress"))?;
+        egress.load().map_err(prog_err("egress"))?;
+        egress.attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single).map_err(prog_err("egress"))?;
+
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(MonitorError::MissingMap("EVENTS"))?).map_err(map_err("EVENTS"))?;
+        Ok(Monitor { ebpf, events, cgroup_id })
+    }
+
+    /// The counters as they stand now (exact: kept in the kernel).
+    pub fn counters(&self) -> Result<[u64; COUNTERS], MonitorError> {
+        let map: Array<_, u64> =
+            Array::try_from(self.ebpf.map("COUNTERS_MAP").ok_or(MonitorError::MissingMap("COUNTERS_MAP"))?).map_err(map_err("COUNTERS_MAP"))?;
+        let mut out = [0; COUNTERS];
+        for c in Counter::ALL {
+            out[c as usize] = map.get(&(c as u32), 0).map_err(map_err("COUNTERS_MAP"))?;
+        }
+        Ok(out)
+    }
+
+    /// The ring buffer's fd, to poll for readiness.
+    pub fn events_fd(&self) -> std::os::fd::RawFd {
+        self.events.as_raw_fd()
+    }
+
+    /// Takes every event waiting in the ring buffer.
+    pub fn drain(&mut self) -> Vec<events::Event> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            out.push(events::decode(&item));
+        }
+        out
+    }
+}
+
+/// `LIMITS` for the kernel side: `u64::MAX` means no limit.
+pub fn limits_array(policy: &Policy) -> [u64; COUNTERS] {
+    let l = &policy.limits;
+    let mut limits = [u64::MAX; COUNTERS];
+    let none = u64::MAX;
+    limits[Counter::Execs as usize] = l.execs.unwrap_or(none);
+    limits[Counter::FileWrites as usize] = l.file_writes.unwrap_or(none);
+    limits[Counter::Connects as usize] = l.connects.unwrap_or(none);
+    limits[Counter::BytesOut as usize] = l.bytes_out.map_or(none, |b| b.0);
+    limits
+}

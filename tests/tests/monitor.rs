@@ -1,0 +1,153 @@
+//! The eBPF monitor against the real kernel: the network allowlist by
+//! address and port for TCP and UDP over IPv4 and IPv6, exact counters,
+//! and limits that end or freeze the session.
+
+mod common;
+
+use std::{
+    net::{TcpListener, UdpSocket},
+    process::Command,
+};
+
+use common::{allowed, base_profile, refused, stderr, stdout, Case};
+
+fn tcp(addr: &str) -> (TcpListener, u16) {
+    let l = TcpListener::bind(addr).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
+fn network(connect: &[String]) -> String {
+    base_profile(&format!("\n[network]\nconnect = {connect:?}\n"))
+}
+
+#[test]
+fn tcp_by_address_ipv4_and_ipv6() {
+    // The same port on two loopback addresses: landlock (ports) allows both,
+    // the monitor (addresses) only the listed one.
+    let (_a, port) = tcp("127.0.0.1:0");
+    let _b = TcpListener::bind(("127.0.0.2", port)).expect("bind 127.0.0.2");
+    let (_c, port6) = tcp("[::1]:0");
+    let case = Case::new("tcpaddr", &network(&[format!("127.0.0.1:{port}"), format!("[::1]:{port6}")]));
+    allowed(&case.probe(&["connect", &format!("127.0.0.1:{port}")]));
+    refused(&case.probe(&["connect", &format!("127.0.0.2:{port}")]));
+    allowed(&case.probe(&["connect", &format!("[::1]:{port6}")]));
+    // IPv4 through an IPv6 socket (mapped address) follows the IPv4 rules.
+    allowed(&case.probe(&["connect", &format!("[::ffff:127.0.0.1]:{port}")]));
+    refused(&case.probe(&["connect", &format!("[::ffff:127.0.0.2]:{port}")]));
+}
+
+#[test]
+fn udp_by_address_and_port_ipv4_and_ipv6() {
+    let u4 = UdpSocket::bind("127.0.0.1:0").expect("udp4");
+    let u6 = UdpSocket::bind("[::1]:0").expect("udp6");
+    let (p4, p6) = (u4.local_addr().expect("a").port(), u6.local_addr().expect("a").port());
+    let other = UdpSocket::bind("127.0.0.1:0").expect("udp").local_addr().expect("a").port();
+    let case = Case::new("udp", &network(&[format!("127.0.0.1:{p4}"), format!("[::1]:{p6}")]));
+    allowed(&case.probe(&["udp", &format!("127.0.0.1:{p4}")]));
+    refused(&case.probe(&["udp", &format!("127.0.0.1:{other}")]));
+    refused(&case.probe(&["udp", &format!("127.0.0.2:{p4}")]));
+    allowed(&case.probe(&["udp", &format!("[::1]:{p6}")]));
+    refused(&case.probe(&["udp", &format!("[::1]:{p4}")]));
+    let mut buf = [0u8; 8];
+    u4.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
+    assert_eq!(u4.recv(&mut buf).expect("the allowed datagram arrived"), 4);
+}
+
+#[test]
+fn processes_outside_the_session_are_not_affected() {
+    let (_l, port) = tcp("127.0.0.2:0");
+    let case = Case::new("outside", &network(&["127.0.0.1:1".to_owned()]));
+    // Inside: denied.
+    refused(&case.probe(&["connect", &format!("127.0.0.2:{port}")]));
+    // The same probe outside any session, while no session runs: allowed.
+    let out = Command::new(common::probe()).args(["connect", &format!("127.0.0.2:{port}")]).output().expect("probe");
+    allowed(&out);
+    // And while a session is running.
+    let mut running = case.command(&[], &[common::probe(), "sleep", "30"]).spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = Command::new(common::probe()).args(["connect", &format!("127.0.0.2:{port}")]).output().expect("probe");
+    let _ = running.kill();
+    let _ = running.wait();
+    allowed(&out);
+}
+
+fn summary(case: &Case, extra: &[&str], argv: &[&str]) -> (std::process::Output, serde_json::Value) {
+    let path = case.dir.path().join("summary.json");
+    let mut args = vec!["--summary-json", path.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let out = case.run_with(&args, argv);
+    let json = std::fs::read_to_string(&path).expect("summary written");
+    (out, serde_json::from_str(&json).expect("summary is JSON"))
+}
+
+#[test]
+fn connect_counters_are_exact() {
+    let (_l, port) = tcp("127.0.0.1:0");
+    let case = Case::new("counts", &network(&[format!("127.0.0.1:{port}")]));
+    let probe = common::probe();
+    // 1 allowed TCP connect, 1 denied UDP send (to a port not listed).
+    let script = format!("{probe} connect 127.0.0.1:{port}; {probe} udp 127.0.0.1:9");
+    let case_sh = Case::new(
+        "countsh",
+        &network(&[format!("127.0.0.1:{port}")]).replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/true\", \"/usr/bin/sh\", \"/usr/bin/dash\"]"),
+    );
+    let (out, s) = summary(&case_sh, &[], &["/bin/sh", "-c", &script]);
+    assert!(stdout(&out).contains("OK connect") && stdout(&out).contains("REFUSED udp"), "{}", stdout(&out));
+    assert_eq!(s["counters"]["connects"], 2, "{s}");
+    assert_eq!(s["counters"]["connects_denied"], 1, "{s}");
+    assert!(s["counters"]["bytes_out"].as_u64().unwrap_or(0) > 0, "{s}");
+    assert_eq!(s["ended_by"], "exit");
+    assert_eq!(s["events_lost"], 0);
+    drop(case);
+}
+
+#[test]
+fn connects_limit_kills_the_session() {
+    let (_l, port) = tcp("127.0.0.1:0");
+    let profile = network(&[format!("127.0.0.1:{port}")]).replace("wall_time = \"2m\"", "wall_time = \"2m\"\nconnects = 3\non_limit = \"kill\"");
+    let case = Case::new("connlimit", &profile.replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/sh\", \"/usr/bin/dash\"]"));
+    let probe = common::probe();
+    let pidfile = case.work().join("out/pid");
+    // A background process that must die with the session, then connects until stopped.
+    let script = format!(
+        "{probe} daemonize {pid} && for i in 1 2 3 4 5 6; do {probe} connect 127.0.0.1:{port} || true; done; sleep 30",
+        pid = pidfile.display()
+    );
+    let (out, s) = summary(&case, &[], &["/bin/sh", "-c", &script]);
+    assert_eq!(s["ended_by"], "limit:connects", "{s}");
+    assert_eq!(stdout(&out).matches("OK connect").count(), 3, "exactly the limit got through: {}", stdout(&out));
+    assert!(stderr(&out).contains("limit connects passed (4 > 3)"), "{}", stderr(&out));
+    let pid: i32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("pid");
+    // SAFETY: existence check only.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the session's other processes died too");
+    assert_eq!(out.status.code(), Some(128 + libc::SIGKILL));
+}
+
+#[test]
+fn connects_limit_freezes_then_kills_after_the_grace() {
+    let (_l, port) = tcp("127.0.0.1:0");
+    let profile = network(&[format!("127.0.0.1:{port}")]).replace("wall_time = \"2m\"", "wall_time = \"2m\"\nconnects = 2\non_limit = \"freeze\"");
+    let case = Case::new("connfreeze", &profile.replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/sh\", \"/usr/bin/dash\"]"));
+    let probe = common::probe();
+    let script = format!("for i in 1 2 3 4; do {probe} connect 127.0.0.1:{port} || true; done; {probe} exit 0");
+    let (out, s) = summary(&case, &["--freeze-grace", "1s"], &["/bin/sh", "-c", &script]);
+    assert!(stderr(&out).contains("FROZEN for an operator"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nobody resumed the frozen session within 1s"), "{}", stderr(&out));
+    assert_eq!(s["ended_by"], "limit:connects", "{s}");
+    // Frozen right after the third attempt was refused: the rest never ran.
+    assert_eq!(stdout(&out).matches("OK connect").count(), 2, "{}", stdout(&out));
+    assert!(!stdout(&out).contains("OK exit"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_workload_under_every_limit_runs_untouched() {
+    let (_l, port) = tcp("127.0.0.1:0");
+    let profile = network(&[format!("127.0.0.1:{port}")])
+        .replace("wall_time = \"2m\"", "wall_time = \"2m\"\nconnects = 5\nbytes_out = \"1MiB\"\nprocesses = 16\nmemory = \"256MiB\"");
+    let case = Case::new("under", &profile);
+    let (out, s) = summary(&case, &[], &[common::probe(), "connect", &format!("127.0.0.1:{port}")]);
+    allowed(&out);
+    assert_eq!(s["ended_by"], "exit");
+    assert_eq!(s["counters"]["connects"], 1);
+}

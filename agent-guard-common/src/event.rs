@@ -73,6 +73,37 @@ pub struct LimitEvent {
     pub limit: u64,
 }
 
+/// Bytes of the executable's path kept in an exec event.
+pub const EXEC_PATH_LEN: usize = 256;
+/// Arguments (argv[0..]) kept in an exec event, and bytes of each.
+pub const EXEC_ARGS: usize = 4;
+pub const EXEC_ARG_LEN: usize = 64;
+
+/// An `execve`/`execveat` attempt: the path and the head of argv, read
+/// from the caller's memory (NUL-terminated, truncated to fit).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub uid: u32,
+    /// How many of `args` were read.
+    pub argc: u32,
+    pub path: [u8; EXEC_PATH_LEN],
+    pub args: [[u8; EXEC_ARG_LEN]; EXEC_ARGS],
+}
+
+/// A process (thread group) of the session ended.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// The exit status as `wait` reports it: code << 8 | signal.
+    pub status: u32,
+    pub _pad: u32,
+}
+
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + 8 + EXEC_PATH_LEN + EXEC_ARGS * EXEC_ARG_LEN);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 32 + 24);
 const _: () = assert!(core::mem::size_of::<LimitEvent>() == 32 + 24);

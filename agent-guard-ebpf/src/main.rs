@@ -1,6 +1,7 @@
 //! agent-guard's eBPF programs.
 //!
-//! One module per kernel hook: [`net`] (the network allowlist). [`maps`]
+//! One module per kind of hook: [`net`] (the network allowlist, cgroup
+//! hooks) and [`tracing`] (counters from system-wide tracepoints). [`maps`]
 //! holds the maps, globals and counting helpers; [`probe`] the trivial
 //! programs `agent-guard doctor` loads to learn what the kernel accepts.
 //! One instance of this object serves one session.
@@ -12,6 +13,7 @@
 
 mod maps;
 mod net;
+mod tracing;
 mod probe;
 
 #[cfg(not(test))]

@@ -2,7 +2,7 @@
 //! hook uses: exact counting with limit checks, and event emission that
 //! counts what the ring buffer had no room for.
 
-use core::intrinsics::{atomic_cxchg, atomic_load, atomic_xadd, AtomicOrdering::{Relaxed, SeqCst}};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering::SeqCst};
 
 use agent_guard_common::{
     event::{EventHeader, LimitEvent},
@@ -78,7 +78,8 @@ pub fn add(counter: Counter, n: u64) -> u64 {
 pub fn raise_to(counter: Counter, value: u64) {
     if let Some(p) = COUNTERS_MAP.get_ptr_mut(counter as u32) {
         // SAFETY: as in `add`.
-        let mut cur = unsafe { atomic_load::<u64, { Relaxed }>(p) };
+        // (A volatile read: the BPF backend cannot select an atomic load.)
+        let mut cur = unsafe { core::ptr::read_volatile(p) };
         let mut tries = 0;
         while cur < value && tries < 8 {
             // SAFETY: as in `add`.
@@ -123,6 +124,15 @@ pub fn emit<T: 'static>(event: T) {
         None => {
             add(Counter::EventsLost, 1);
         }
+    }
+}
+
+/// Like [`emit`] for an event that lives in map memory (too large for the
+/// stack): the ring buffer copies it.
+#[inline(always)]
+pub fn emit_ref<T: 'static>(event: &T) {
+    if EVENTS.output(event, 0).is_err() {
+        add(Counter::EventsLost, 1);
     }
 }
 

@@ -151,3 +151,55 @@ fn a_workload_under_every_limit_runs_untouched() {
     assert_eq!(s["ended_by"], "exit");
     assert_eq!(s["counters"]["connects"], 1);
 }
+
+fn counters(case: &Case, args: &[&str]) -> serde_json::Value {
+    let work = case.work().to_string_lossy().into_owned();
+    let mut argv = vec![common::probe(), "workload", work.as_str()];
+    argv.extend_from_slice(args);
+    let (out, s) = summary(case, &[], &argv);
+    allowed(&out);
+    s["counters"].clone()
+}
+
+fn delta(a: &serde_json::Value, b: &serde_json::Value, key: &str) -> i64 {
+    b[key].as_i64().unwrap_or(-1) - a[key].as_i64().unwrap_or(-1)
+}
+
+#[test]
+fn file_and_process_counters_equal_the_workload() {
+    let case = Case::new("exact", &base_profile(""));
+    // The dynamic loader opens files too; comparing two runs that differ only
+    // in the workload isolates exactly what the workload did.
+    let base = counters(&case, &["0", "0", "0", "0", "0"]);
+    let busy = counters(&case, &["300", "120", "70", "25", "0"]);
+    eprintln!("base {base}\nbusy {busy}");
+    assert_eq!(delta(&base, &busy, "files_read"), 300);
+    assert_eq!(delta(&base, &busy, "files_written"), 120);
+    assert_eq!(delta(&base, &busy, "destructive_ops"), 70);
+    assert_eq!(delta(&base, &busy, "processes"), 25);
+    assert_eq!(delta(&base, &busy, "execs"), 0);
+    assert_eq!(base["processes"], 1, "the first process counts");
+    assert_eq!(base["execs"], 1, "its exec counts");
+    assert_eq!(busy["processes_peak"], 2, "one child at a time beside the probe");
+}
+
+#[test]
+fn exec_counter_equals_the_workload() {
+    let case = Case::new("exactexec", &base_profile(""));
+    let base = counters(&case, &["0", "0", "0", "0", "0"]);
+    let execs = counters(&case, &["0", "0", "0", "0", "17"]);
+    assert_eq!(delta(&base, &execs, "execs"), 17);
+    assert_eq!(delta(&base, &execs, "processes"), 17);
+}
+
+#[test]
+fn execs_limit_kills_at_the_limit() {
+    let profile = base_profile("").replace("wall_time = \"2m\"", "wall_time = \"2m\"\nexecs = 6\non_limit = \"kill\"");
+    let case = Case::new("execlimit", &profile);
+    let work = case.work().to_string_lossy().into_owned();
+    // The probe's own exec is the first; 5 more fit, the 7th is killed.
+    let (out, s) = summary(&case, &[], &[common::probe(), "workload", &work, "0", "0", "0", "0", "20"]);
+    assert_eq!(s["ended_by"], "limit:execs", "{s}");
+    assert_eq!(s["counters"]["execs"], 7, "counted up to the one that was killed: {s}");
+    assert!(stderr(&out).contains("limit execs passed (7 > 6)"), "{}", stderr(&out));
+}

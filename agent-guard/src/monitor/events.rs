@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_guard_common::{
-    event::{ConnectEvent, EventHeader, EventKind, LimitEvent},
+    event::{ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, LimitEvent},
     session::{Counter, ON_LIMIT_FREEZE},
 };
 
@@ -12,6 +12,9 @@ use agent_guard_common::{
 pub enum Event {
     Connect { pid: u32, seq: u64, ktime_ns: u64, addr: IpAddr, port: u16, protocol: u16, allowed: bool, via_sendmsg: bool },
     Limit { pid: u32, seq: u64, ktime_ns: u64, counter: Counter, freeze: bool, value: u64, limit: u64 },
+    /// `path` and `argv` are agent-controlled bytes: escape before display.
+    Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, path: Vec<u8>, argv: Vec<Vec<u8>> },
+    Exit { pid: u32, seq: u64, ktime_ns: u64 },
     /// A record this build cannot read (wrong size or unknown kind).
     Malformed { kind: u32, len: usize },
 }
@@ -63,6 +66,27 @@ pub fn decode(bytes: &[u8]) -> Event {
             },
             None => malformed(h.kind),
         },
+        Some(EventKind::Exec) => match read::<ExecEvent>(bytes) {
+            Some(e) => Event::Exec {
+                pid: h.pid,
+                seq: h.seq,
+                ktime_ns: h.ktime_ns,
+                uid: e.uid,
+                path: c_bytes(&e.path),
+                argv: e.args.iter().take(e.argc as usize).map(|a| c_bytes(a)).collect(),
+            },
+            None => malformed(h.kind),
+        },
+        Some(EventKind::Exit) => match read::<ExitEvent>(bytes) {
+            Some(_) => Event::Exit { pid: h.pid, seq: h.seq, ktime_ns: h.ktime_ns },
+            None => malformed(h.kind),
+        },
         _ => malformed(h.kind),
     }
+}
+
+/// The bytes of a NUL-terminated buffer, up to the NUL.
+fn c_bytes(buf: &[u8]) -> Vec<u8> {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf[..end].to_vec()
 }

@@ -16,7 +16,7 @@ use std::{
 use agent_guard_common::session::{Counter, PortRanges, COUNTERS, ON_LIMIT_FREEZE, ON_LIMIT_KILL};
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, RingBuf},
-    programs::{links::CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr},
+    programs::{links::CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 
@@ -32,7 +32,7 @@ pub enum MonitorError {
     Map { name: &'static str, #[source] source: aya::maps::MapError },
     #[error("eBPF map {0} is missing from the object")]
     MissingMap(&'static str),
-    #[error("reading the session cgroup {path}: {source}")]
+    #[error("{path}: {source}")]
     Cgroup { path: String, #[source] source: std::io::Error },
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
@@ -52,6 +52,35 @@ pub struct Monitor {
     events: RingBuf<MapData>,
     pub cgroup_id: u64,
 }
+
+/// System-wide tracepoints: (program, category, tracepoint).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tp_enter_clone", "syscalls", "sys_enter_clone"),
+    ("tp_enter_clone3", "syscalls", "sys_enter_clone3"),
+    ("tp_exit_clone", "syscalls", "sys_exit_clone"),
+    ("tp_exit_clone", "syscalls", "sys_exit_clone3"),
+    ("tp_exit_fork", "syscalls", "sys_exit_fork"),
+    ("tp_exit_fork", "syscalls", "sys_exit_vfork"),
+    ("tp_process_exit", "sched", "sched_process_exit"),
+    ("tp_process_exec", "sched", "sched_process_exec"),
+    ("tp_enter_execve", "syscalls", "sys_enter_execve"),
+    ("tp_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("tp_enter_openat", "syscalls", "sys_enter_openat"),
+    ("tp_enter_open", "syscalls", "sys_enter_open"),
+    ("tp_enter_creat", "syscalls", "sys_enter_creat"),
+    ("tp_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("tp_exit_open", "syscalls", "sys_exit_openat"),
+    ("tp_exit_open", "syscalls", "sys_exit_open"),
+    ("tp_exit_open", "syscalls", "sys_exit_creat"),
+    ("tp_exit_open", "syscalls", "sys_exit_openat2"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_unlink"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_unlinkat"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_rename"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_renameat"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_renameat2"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_truncate"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_ftruncate"),
+];
 
 /// Programs attached to the session cgroup.
 const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
@@ -115,6 +144,34 @@ impl Monitor {
         egress.load().map_err(prog_err("egress"))?;
         egress.attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single).map_err(prog_err("egress"))?;
 
+        crate::doctor::ensure_tracefs(Path::new(crate::doctor::TRACEFS)).map_err(|e| MonitorError::Cgroup {
+            path: crate::doctor::TRACEFS.to_owned(),
+            source: std::io::Error::from(e),
+        })?;
+        for &(name, category, tracepoint) in TRACEPOINTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            // A program serving several tracepoints is loaded once.
+            if prog.fd().is_err() {
+                prog.load().map_err(prog_err(name))?;
+            }
+            prog.attach(category, tracepoint).map_err(prog_err(name))?;
+        }
+
+        // The session's first process was forked outside it: count it here.
+        {
+            let mut counters: Array<_, u64> = Array::try_from(
+                ebpf.map_mut("COUNTERS_MAP").ok_or(MonitorError::MissingMap("COUNTERS_MAP"))?,
+            )
+            .map_err(map_err("COUNTERS_MAP"))?;
+            for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {
+                counters.set(c as u32, 1, 0).map_err(map_err("COUNTERS_MAP"))?;
+            }
+        }
+
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(MonitorError::MissingMap("EVENTS"))?).map_err(map_err("EVENTS"))?;
         Ok(Monitor { ebpf, events, cgroup_id })
     }
@@ -151,6 +208,7 @@ pub fn limits_array(policy: &Policy) -> [u64; COUNTERS] {
     let mut limits = [u64::MAX; COUNTERS];
     let none = u64::MAX;
     limits[Counter::Execs as usize] = l.execs.unwrap_or(none);
+    // Not counted yet (see sandbox::monitor_gaps); set for when it is.
     limits[Counter::FileWrites as usize] = l.file_writes.unwrap_or(none);
     limits[Counter::Connects as usize] = l.connects.unwrap_or(none);
     limits[Counter::BytesOut as usize] = l.bytes_out.map_or(none, |b| b.0);

@@ -92,6 +92,14 @@ impl Summary {
         );
         if let Some(c) = &self.counters {
             out.push_str(&format!(
+                "agent-guard:   processes: {} started (peak {} at once), {} execs\n",
+                c.processes, c.processes_peak, c.execs
+            ));
+            out.push_str(&format!(
+                "agent-guard:   files: {} opened for reading, {} for writing, {} unlinked/renamed/truncated\n",
+                c.files_read, c.files_written, c.destructive_ops
+            ));
+            out.push_str(&format!(
                 "agent-guard:   network: {} connects ({} denied), {} bytes out\n",
                 c.connects, c.connects_denied, c.bytes_out
             ));

@@ -123,11 +123,52 @@ fn main() {
             report("alloc", Ok(format!("{} MiB", v.len() >> 20)))
         }
         "forks" => report("forks", forks(arg(1).parse().unwrap_or(1))),
+        "workload" => {
+            let n = |i: usize| arg(i).parse::<usize>().unwrap_or(0);
+            report("workload", workload(&arg(1), n(2), n(3), n(4), n(5), n(6)))
+        }
         _ => {
             eprintln!("usage: ag-probe read|list|write|exec|memfd-exec|connect|bind|udp|io-uring|ptrace-parent|unshare-user|personality|tiocsti|int80|env|caps|daemonize|exit|kill-self|sleep|pid ...");
             std::process::exit(3)
         }
     }
+}
+
+/// Known numbers of each counted action, in directory `dir` (which holds
+/// `public.txt` and a writable `out/`): `reads` opens for reading, `writes`
+/// files created, `unlinks` of them removed, `forks` children that exit at
+/// once, `execs` runs of /usr/bin/true.
+fn workload(dir: &str, reads: usize, writes: usize, unlinks: usize, forks: usize, execs: usize) -> std::io::Result<String> {
+    let dir = std::path::Path::new(dir);
+    for _ in 0..reads {
+        drop(std::fs::File::open(dir.join("public.txt"))?);
+    }
+    for i in 0..writes {
+        drop(std::fs::File::create(dir.join(format!("out/w{i}")))?);
+    }
+    for i in 0..unlinks {
+        std::fs::remove_file(dir.join(format!("out/w{i}")))?;
+    }
+    let true_path = c"/usr/bin/true";
+    for i in 0..forks + execs {
+        // SAFETY: the child either exits at once or execs; neither touches the parent's state.
+        unsafe {
+            let pid = libc::fork();
+            if pid < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if pid == 0 {
+                if i >= forks {
+                    let argv = [true_path.as_ptr(), std::ptr::null()];
+                    libc::execv(true_path.as_ptr(), argv.as_ptr());
+                }
+                libc::_exit(0);
+            }
+            let mut st = 0;
+            libc::waitpid(pid, &mut st, 0);
+        }
+    }
+    Ok(format!("{reads} {writes} {unlinks} {forks} {execs}"))
 }
 
 /// Forks up to `n` children that wait; reports how many were created.

@@ -1,0 +1,263 @@
+//! System-wide tracepoints that count what the session's processes do.
+//! Each returns at once for tasks outside the session: one comparison of
+//! the current cgroup id with the session's.
+//!
+//! Calls whose outcome matters are paired: the enter hook records the
+//! arguments under the thread's id, the exit hook counts on success.
+
+use agent_guard_common::{
+    event::{EventKind, ExecEvent, ExitEvent, EXEC_ARGS, EXEC_ARG_LEN, EXEC_PATH_LEN},
+    session::Counter,
+};
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+
+use crate::maps::{add, emit, emit_ref, header, over_limit, raise_to, session_cgroup};
+
+/// Arguments recorded at a syscall's entry, by thread (`pid_tgid`).
+#[map]
+static PENDING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Scratch space for building an exec event (too large for the stack).
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const O_ACCMODE: u64 = 0o3;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const O_WRONLY_CREAT_TRUNC: u64 = 0o1 | O_CREAT | O_TRUNC;
+
+/// Offsets in the `syscalls/sys_enter_*` records: argument N at 16 + 8N;
+/// in `sys_exit_*` records: the return value at 16.
+const fn arg(n: usize) -> usize {
+    16 + 8 * n
+}
+const RET: usize = 16;
+
+#[inline(always)]
+fn in_session() -> bool {
+    // SAFETY: bpf_get_current_cgroup_id has no preconditions.
+    (unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() }) == session_cgroup()
+}
+
+#[inline(always)]
+fn read<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
+    // SAFETY: offsets come from the tracepoint formats; read_at checks bounds through the helper.
+    unsafe { ctx.read_at::<T>(offset) }.ok()
+}
+
+fn remember(value: u64) {
+    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &value, 0);
+}
+
+fn recall() -> Option<u64> {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let v = unsafe { PENDING.get(&key) }.copied();
+    if v.is_some() {
+        let _ = PENDING.remove(&key);
+    }
+    v
+}
+
+// ---- processes ----
+
+fn process_started() {
+    add(Counter::Processes, 1);
+    let alive = add(Counter::ProcessesAlive, 1);
+    raise_to(Counter::ProcessesPeak, alive);
+}
+
+#[tracepoint]
+pub fn tp_enter_clone(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        if let Some(flags) = read::<u64>(&ctx, arg(0)) {
+            if flags & CLONE_THREAD == 0 {
+                remember(1);
+            }
+        }
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_clone3(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        // clone_args.flags is the first field of the struct the caller passes.
+        if let Some(args) = read::<u64>(&ctx, arg(0)) {
+            // SAFETY: reading 8 bytes of the caller's memory through the helper.
+            if let Ok(flags) = unsafe { bpf_probe_read_user(args as *const u64) } {
+                if flags & CLONE_THREAD == 0 {
+                    remember(1);
+                }
+            }
+        }
+    }
+    0
+}
+
+/// `sys_exit_clone`/`clone3`: a new process when the parent sees a pid and
+/// the entry recorded a non-thread clone.
+#[tracepoint]
+pub fn tp_exit_clone(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        let pending = recall();
+        if read::<i64>(&ctx, RET).is_some_and(|r| r > 0) && pending.is_some() {
+            process_started();
+        }
+    }
+    0
+}
+
+/// `sys_exit_fork`/`vfork`: always a new process.
+#[tracepoint]
+pub fn tp_exit_fork(ctx: TracePointContext) -> u32 {
+    if in_session() && read::<i64>(&ctx, RET).is_some_and(|r| r > 0) {
+        process_started();
+    }
+    0
+}
+
+/// `sched_process_exit`: counts a process gone when its last thread exits.
+#[tracepoint]
+pub fn tp_process_exit(ctx: TracePointContext) -> u32 {
+    const GROUP_DEAD: usize = 32;
+    if in_session() && read::<u8>(&ctx, GROUP_DEAD).is_some_and(|d| d != 0) {
+        add(Counter::ProcessesAlive, u64::MAX); // wrapping: minus one
+        emit(ExitEvent { header: header(EventKind::Exit as u32), status: 0, _pad: 0 });
+    }
+    0
+}
+
+// ---- exec ----
+
+/// `sched_process_exec`: a successful exec. Past the `execs` limit the
+/// task is killed before it runs a single instruction of the new program.
+#[tracepoint]
+pub fn tp_process_exec(_ctx: TracePointContext) -> u32 {
+    if in_session() {
+        let n = add(Counter::Execs, 1);
+        over_limit(Counter::Execs, n, 1, true);
+    }
+    0
+}
+
+/// `sys_enter_execve` (path at arg 0, argv at arg 1) and `execveat`
+/// (path at arg 1, argv at arg 2): reports the attempt.
+#[inline(always)]
+fn exec_event(ctx: &TracePointContext, path_arg: usize) {
+    if !in_session() {
+        return;
+    }
+    let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
+    let ev = unsafe { &mut *ev };
+    ev.header = header(EventKind::Exec as u32);
+    ev.uid = bpf_get_current_uid_gid() as u32;
+    ev.argc = 0;
+    ev.path = [0; EXEC_PATH_LEN];
+    ev.args = [[0; EXEC_ARG_LEN]; EXEC_ARGS];
+    if let Some(p) = read::<u64>(ctx, arg(path_arg)) {
+        // SAFETY: reading a user string into a fixed buffer through the helper.
+        let _ = unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.path) };
+    }
+    if let Some(argv) = read::<u64>(ctx, arg(path_arg + 1)) {
+        let argv = argv as *const u64;
+        for i in 0..EXEC_ARGS {
+            // SAFETY: reading argv[i] (a user pointer) through the helper.
+            let Ok(a) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else { break };
+            if a == 0 {
+                break;
+            }
+            // SAFETY: as above, into the fixed slot.
+            let _ = unsafe { bpf_probe_read_user_str_bytes(a as *const u8, &mut ev.args[i]) };
+            ev.argc = i as u32 + 1;
+        }
+    }
+    emit_ref(ev);
+}
+
+#[tracepoint]
+pub fn tp_enter_execve(ctx: TracePointContext) -> u32 {
+    exec_event(&ctx, 0);
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_execveat(ctx: TracePointContext) -> u32 {
+    exec_event(&ctx, 1);
+    0
+}
+
+// ---- files ----
+
+/// `sys_enter_openat` (flags at arg 2) and `sys_enter_open` (arg 1).
+#[tracepoint]
+pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        remember(read::<u64>(&ctx, arg(2)).unwrap_or(0));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        remember(read::<u64>(&ctx, arg(1)).unwrap_or(0));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_creat(_ctx: TracePointContext) -> u32 {
+    if in_session() {
+        remember(O_WRONLY_CREAT_TRUNC);
+    }
+    0
+}
+
+/// `openat2`: the flags are the first field of the caller's `open_how`.
+#[tracepoint]
+pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        if let Some(how) = read::<u64>(&ctx, arg(2)) {
+            // SAFETY: reading 8 bytes of the caller's memory through the helper.
+            remember(unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0));
+        }
+    }
+    0
+}
+
+/// Exit of every open: counts a file opened for writing (by its flags) or
+/// for reading, when the call returned a descriptor.
+#[tracepoint]
+pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        let flags = recall();
+        if let (Some(flags), Some(ret)) = (flags, read::<i64>(&ctx, RET)) {
+            if ret >= 0 {
+                if flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0 {
+                    add(Counter::FilesWritten, 1);
+                } else {
+                    add(Counter::FilesRead, 1);
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Exit of unlink/unlinkat/rename/renameat/renameat2/truncate/ftruncate:
+/// a destructive operation when it succeeded.
+#[tracepoint]
+pub fn tp_exit_destructive(ctx: TracePointContext) -> u32 {
+    if in_session() && read::<i64>(&ctx, RET) == Some(0) {
+        add(Counter::DestructiveOps, 1);
+    }
+    0
+}

@@ -3,6 +3,7 @@
 pub mod doctor;
 pub mod profile;
 pub mod run;
+pub mod schema;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,11 @@ pub enum Command {
     Profile(profile::ProfileCommand),
     /// Probe what this host can enforce
     Doctor(doctor::DoctorArgs),
+    /// Print the JSON Schema of a file `run` writes
+    Schema {
+        #[arg(value_enum)]
+        which: schema::Which,
+    },
 }
 
 /// Runs the command; returns the process exit status.
@@ -38,6 +44,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(args, config.as_deref()),
         Command::Profile(cmd) => profile::run(cmd, config.as_deref()),
         Command::Doctor(args) => doctor::run(args),
+        Command::Schema { which } => schema::run(which),
     }
 }
 

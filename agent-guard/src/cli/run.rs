@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// Write a JSON summary of the session (counters, how it ended) to FILE when it ends
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Write the session's events (exec, exit, connect, limit, events_lost) to FILE as JSON lines
+    #[arg(long, value_name = "FILE")]
+    pub events_json: Option<PathBuf>,
     /// Print no summary on stderr
     #[arg(long)]
     pub quiet: bool,
@@ -85,6 +88,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
         cgroups,
         freeze_grace: args.freeze_grace.0,
+        events_json: args.events_json.clone(),
     })?;
     let summary = crate::session::summary::Summary::new(&outcome, &role, args.agent.as_deref());
     if let Some(path) = &args.summary_json {

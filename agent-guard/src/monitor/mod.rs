@@ -5,6 +5,7 @@
 //! Attached before the agent joins the cgroup, so nothing it does escapes.
 
 pub mod events;
+pub mod record;
 pub mod rules;
 
 use std::{
@@ -99,9 +100,13 @@ impl Monitor {
             OnLimit::Kill => ON_LIMIT_KILL,
             OnLimit::Freeze => ON_LIMIT_FREEZE,
         };
-        // No program here needs kernel BTF (no tp_btf, no CO-RE); parsing it costs ~100 ms.
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
+        // No program here needs kernel BTF (no tp_btf, no CO-RE).
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        if let Some(bytes) = ring_bytes_override() {
+            loader.set_max_entries("EVENTS", bytes);
+        }
+        let mut ebpf = loader
             .set_global("SESSION_CGROUP", &cgroup_id, true)
             .set_global("LIMITS", &limits, true)
             .set_global("ON_LIMIT", &on_limit, true)
@@ -257,6 +262,14 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         self.detach_in_background();
     }
+}
+
+/// `$AGENT_GUARD_RING_BYTES`: the events ring buffer's size (a power of
+/// two, at least a page; default 4 MiB). A knob for tuning, and for the
+/// tests that overflow it on purpose.
+fn ring_bytes_override() -> Option<u32> {
+    let v: u32 = std::env::var("AGENT_GUARD_RING_BYTES").ok()?.parse().ok()?;
+    (v.is_power_of_two() && v >= 4096).then_some(v)
 }
 
 /// `LIMITS` for the kernel side: `u64::MAX` means no limit.

@@ -61,6 +61,8 @@ pub struct RunRequest {
     /// How long a session frozen by `on_limit = "freeze"` waits for an
     /// operator before it is killed.
     pub freeze_grace: Duration,
+    /// Where to write the session's events as JSON lines.
+    pub events_json: Option<PathBuf>,
 }
 
 /// Why a session ended.
@@ -388,6 +390,7 @@ fn supervise_blocked(
         return Err(SessionError::Child { session: session.to_owned(), source: err });
     }
 
+    let mut sink = EventSink::open(req.events_json.as_deref(), session)?;
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
     let mut frozen_until: Option<(Instant, Counter)> = None;
@@ -423,6 +426,7 @@ fn supervise_blocked(
             Wake::Events => {
                 let Some(m) = monitor.as_deref_mut() else { continue };
                 for event in m.drain() {
+                    sink.event(&event)?;
                     if let Event::Limit { counter, freeze, value, limit, .. } = event {
                         eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
                         if freeze && frozen_until.is_none() {
@@ -456,9 +460,11 @@ fn supervise_blocked(
             }
         }
     };
+    let mut events_lost = 0;
     if let Some(m) = monitor {
-        // Limit events still queued when the agent exited on its own.
+        // Events still queued when the session ended.
         for event in m.drain() {
+            sink.event(&event)?;
             if let Event::Limit { counter, value, limit, .. } = event {
                 eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
                 if ended_by == EndedBy::Exit {
@@ -466,7 +472,9 @@ fn supervise_blocked(
                 }
             }
         }
+        events_lost = m.counters().map_or(0, |c| c[Counter::EventsLost as usize]);
     }
+    sink.finish(events_lost)?;
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
@@ -483,6 +491,54 @@ fn supervise_blocked(
         unenforced: Vec::new(),
         counters: None,
     })
+}
+
+/// Writes events as JSON lines when `--events-json` asked for them.
+struct EventSink {
+    out: Option<std::io::BufWriter<fs::File>>,
+    session: String,
+}
+
+impl EventSink {
+    fn open(path: Option<&std::path::Path>, session: &str) -> Result<EventSink, SessionError> {
+        let out = match path {
+            Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).map_err(|source| SessionError::Sys { what: "creating the events file", source })?)),
+            None => None,
+        };
+        Ok(EventSink { out, session: session.to_owned() })
+    }
+
+    fn write(&mut self, record: &crate::monitor::record::EventRecord) -> Result<(), SessionError> {
+        use std::io::Write as _;
+        if let Some(out) = &mut self.out {
+            serde_json::to_writer(&mut *out, record)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|source| SessionError::Sys { what: "writing the events file", source })?;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, event: &Event) -> Result<(), SessionError> {
+        if self.out.is_none() {
+            return Ok(());
+        }
+        self.write(&crate::monitor::record::EventRecord::from_event(&self.session, event))
+    }
+
+    /// Flushes to disk: the events file survives a crash of what follows.
+    fn finish(&mut self, events_lost: u64) -> Result<(), SessionError> {
+        use std::io::Write as _;
+        if self.out.is_some() && events_lost > 0 {
+            self.write(&crate::monitor::record::EventRecord::events_lost(&self.session, events_lost))?;
+        }
+        if let Some(out) = &mut self.out {
+            out.flush()
+                .and_then(|()| out.get_ref().sync_all())
+                .map_err(|source| SessionError::Sys { what: "writing the events file", source })?;
+        }
+        Ok(())
+    }
 }
 
 /// Kills the whole session and returns the first process's wait status.

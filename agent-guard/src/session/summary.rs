@@ -4,12 +4,13 @@
 use std::{io::Write as _, path::Path};
 
 use agent_guard_common::session::Counter;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::{EndedBy, Outcome};
 
 /// The counters in the summary, by name.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct Counters {
     pub processes: u64,
     pub processes_peak: u64,
@@ -23,13 +24,16 @@ pub struct Counters {
     pub bytes_out: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// Written by `run --summary-json FILE` when the session ends.
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Summary {
     pub session: String,
     pub role: String,
     pub agent: Option<String>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// `exit`, `wall_time`, or `limit:COUNTER`.
+    #[schemars(with = "String")]
     pub ended_by: EndedBy,
     /// `null` when the monitor was not loaded (only with `--best-effort`).
     pub counters: Option<Counters>,

@@ -57,6 +57,7 @@ fn main() {
             TcpListener::bind(("127.0.0.1", arg(1).parse::<u16>().unwrap_or(0))).map(|l| format!("{:?}", l.local_addr())),
         ),
         "udp" => report("udp", udp(&arg(1))),
+        "udp-flood" => report("udp-flood", udp_flood(&arg(1), arg(2).parse().unwrap_or(1))),
         // SAFETY: io_uring_setup with a zeroed params buffer of the right size.
         "io-uring" => report("io_uring_setup", errno_result(unsafe {
             let mut params = [0u8; 120];
@@ -230,6 +231,17 @@ fn udp(addr: &str) -> std::io::Result<String> {
     let local: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let s = UdpSocket::bind(local)?;
     s.send_to(b"ping", addr).map(|n| format!("{n} bytes sent"))
+}
+
+/// Sends `n` datagrams to `addr` as fast as it can; each is one connect
+/// attempt for the monitor.
+fn udp_flood(addr: &str, n: usize) -> std::io::Result<String> {
+    let addr: SocketAddr = addr.parse().map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let s = UdpSocket::bind("127.0.0.1:0")?;
+    for _ in 0..n {
+        s.send_to(b"x", addr)?;
+    }
+    Ok(format!("{n} sent"))
 }
 
 fn caps() -> std::io::Result<String> {

@@ -1,0 +1,130 @@
+//! Events as JSON lines (`run --events-json FILE`): one object per line,
+//! with stable field names. The JSON Schema is generated from these types
+//! (`agent-guard schema events`) and kept in `docs/schemas/`.
+//!
+//! Agent-controlled strings (paths, argv) are escaped: control characters
+//! as `\e`, `\n`, `\u{..}`, bytes that are not UTF-8 as `\xNN`, and a
+//! backslash as `\\`, so that a file shown in a terminal cannot drive it.
+
+use std::net::IpAddr;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::events::Event;
+use crate::escape::bytes_for_terminal;
+
+/// One line of the events file.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventRecord {
+    /// The session id.
+    pub session: String,
+    /// Per-session sequence number from the kernel side (0 for records
+    /// user space adds, such as `events_lost`).
+    pub seq: u64,
+    /// Kernel monotonic time (boot-based) in nanoseconds; 0 for records user space adds.
+    pub ktime_ns: u64,
+    /// The thread-group id that acted (0 for records user space adds).
+    pub pid: u32,
+    #[serde(flatten)]
+    pub event: EventBody,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// An `execve`/`execveat` attempt.
+    Exec {
+        uid: u32,
+        /// The path as passed to exec (escaped).
+        path: String,
+        /// The head of argv (at most 4 arguments of at most 63 bytes, escaped).
+        argv: Vec<String>,
+    },
+    /// A process of the session ended.
+    Exit {},
+    /// A connect or unconnected send.
+    Connect {
+        addr: IpAddr,
+        port: u16,
+        /// `tcp`, `udp`, or the protocol number.
+        protocol: String,
+        allowed: bool,
+        /// `connect`, or `sendmsg` for an unconnected UDP send.
+        via: String,
+    },
+    /// A counter passed its limit.
+    Limit {
+        counter: String,
+        value: u64,
+        limit: u64,
+        /// `kill` or `freeze`.
+        action: String,
+    },
+    /// Events the kernel had no room for (the counters stay exact).
+    EventsLost { count: u64 },
+    /// A record this build could not decode.
+    Malformed { kind: u32, len: usize },
+}
+
+impl EventRecord {
+    pub fn from_event(session: &str, event: &Event) -> EventRecord {
+        let (pid, seq, ktime_ns, body) = match event {
+            Event::Exec { pid, seq, ktime_ns, uid, path, argv } => (
+                *pid,
+                *seq,
+                *ktime_ns,
+                EventBody::Exec { uid: *uid, path: bytes_for_terminal(path), argv: argv.iter().map(|a| bytes_for_terminal(a)).collect() },
+            ),
+            Event::Exit { pid, seq, ktime_ns } => (*pid, *seq, *ktime_ns, EventBody::Exit {}),
+            Event::Connect { pid, seq, ktime_ns, addr, port, protocol, allowed, via_sendmsg } => (
+                *pid,
+                *seq,
+                *ktime_ns,
+                EventBody::Connect {
+                    addr: *addr,
+                    port: *port,
+                    protocol: match protocol {
+                        6 => "tcp".to_owned(),
+                        17 => "udp".to_owned(),
+                        n => n.to_string(),
+                    },
+                    allowed: *allowed,
+                    via: if *via_sendmsg { "sendmsg" } else { "connect" }.to_owned(),
+                },
+            ),
+            Event::Limit { pid, seq, ktime_ns, counter, freeze, value, limit } => (
+                *pid,
+                *seq,
+                *ktime_ns,
+                EventBody::Limit {
+                    counter: counter.name().to_owned(),
+                    value: *value,
+                    limit: *limit,
+                    action: if *freeze { "freeze" } else { "kill" }.to_owned(),
+                },
+            ),
+            Event::Malformed { kind, len } => (0, 0, 0, EventBody::Malformed { kind: *kind, len: *len }),
+        };
+        EventRecord { session: session.to_owned(), seq, ktime_ns, pid, event: body }
+    }
+
+    pub fn events_lost(session: &str, count: u64) -> EventRecord {
+        EventRecord { session: session.to_owned(), seq: 0, ktime_ns: 0, pid: 0, event: EventBody::EventsLost { count } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_strings_are_escaped() {
+        let ev = Event::Exec { pid: 7, seq: 1, ktime_ns: 5, uid: 0, path: b"/tmp/\x1b[31mx\xff".to_vec(), argv: vec![b"a\nb".to_vec()] };
+        let line = serde_json::to_string(&EventRecord::from_event("s", &ev)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"session":"s","seq":1,"ktime_ns":5,"pid":7,"type":"exec","uid":0,"path":"/tmp/\\e[31mx\\xff","argv":["a\\nb"]}"#
+        );
+    }
+}

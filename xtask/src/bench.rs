@@ -19,12 +19,127 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+    /// Monitor overhead: three workloads bare, inside a session, and outside any session while the monitor is loaded
+    Overhead {
+        /// Runs per workload and variant
+        #[arg(long, default_value_t = 11)]
+        runs: usize,
+    },
 }
 
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Startup { runs } => startup(runs),
+        Which::Overhead { runs } => overhead(runs),
     }
+}
+
+/// The profile the overhead workloads run under: what they need, no more.
+const BENCH_PROFILE: &str = r#"[role]
+name = "bench"
+description = "overhead benchmark workloads"
+environment = "bench"
+
+[filesystem]
+read = ["/usr", "/lib", "/lib64", "/etc", "/dev/zero", "/dev/urandom", "{workdir}"]
+write = ["{workdir}", "/dev/null"]
+exec = ["/usr/bin", "/bin", "@PROBE@"]
+"#;
+
+fn overhead(runs: usize) -> Result<()> {
+    crate::run(std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["build", "--release", "-p", "agent-guard-tests", "--bin", "ag-probe"]))?;
+    let ag = root().join("target/release/agent-guard");
+    let probe = root().join("target/release/ag-probe");
+    let dir = std::env::temp_dir().join(format!("ag-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let profile = dir.join("bench.toml");
+    std::fs::write(&profile, BENCH_PROFILE.replace("@PROBE@", &probe.to_string_lossy()))?;
+    let out_file = dir.join("dd.out");
+    let workloads: [(&str, Vec<String>); 3] = [
+        (
+            "dd write flood (bs=512 count=200000)",
+            ["/usr/bin/dd", "if=/dev/zero", &format!("of={}", out_file.display()), "bs=512", "count=200000", "status=none"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        ("sh loop: /bin/cat x300", ["/bin/sh", "-c", "i=0; while [ $i -lt 300 ]; do /bin/cat /dev/null; i=$((i+1)); done"].map(String::from).to_vec()),
+        (
+            "python3 imports (~1,400 opens)",
+            ["/usr/bin/python3", "-c", "import json, email, http.client, asyncio, unittest, decimal"].map(String::from).to_vec(),
+        ),
+    ];
+    let run_args = |inside: bool, workload: &[String]| -> Vec<String> {
+        let mut v = Vec::new();
+        if inside {
+            v.extend([ag.to_string_lossy().into_owned(), "run".into(), "--quiet".into(), "--profile".into(), profile.to_string_lossy().into_owned(), "--workdir".into(), dir.to_string_lossy().into_owned(), "--".into()]);
+        }
+        v.push(probe.to_string_lossy().into_owned());
+        v.push("time".into());
+        v.extend(workload.iter().cloned());
+        v
+    };
+    // A session that keeps the monitor loaded while the "outside" variant runs.
+    let mut holder = Command::new(&ag)
+        .args(["run", "--quiet", "--profile"])
+        .arg(&profile)
+        .arg("--workdir")
+        .arg(&dir)
+        .arg("--")
+        .arg(&probe)
+        .args(["sleep", "3600"])
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rows = Vec::new();
+    for (name, workload) in &workloads {
+        let (mut bare, mut inside, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+        // Interleaved, after one warm-up of each.
+        for i in 0..=runs {
+            let b = time_inner(&run_args(false, workload), &dir)?;
+            let s = time_inner(&run_args(true, workload), &dir)?;
+            let o = time_inner(&run_args(false, workload), &dir)?;
+            if i > 0 {
+                bare.push(b);
+                inside.push(s);
+                outside.push(o);
+            }
+        }
+        rows.push((name.to_string(), median(&mut bare), median(&mut inside), median(&mut outside)));
+    }
+    // SIGTERM, forwarded to the agent, ends the session cleanly (SIGKILL would orphan it).
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc_kill(holder.id() as i32, 15) };
+    let _ = holder.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("monitor overhead, median of {runs} interleaved runs ({})", std::env::consts::ARCH);
+    println!("| workload | bare | in a session | ratio | outside, monitor loaded | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, b, s, o) in rows {
+        let r = |x: Duration| x.as_secs_f64() / b.as_secs_f64();
+        println!("| {name} | {:.1} ms | {:.1} ms | {:.3} | {:.1} ms | {:.3} |", ms(b), ms(s), r(s), ms(o), r(o));
+    }
+    Ok(())
+}
+
+/// Runs `argv` (ending in `ag-probe time WORKLOAD`) and returns the time
+/// the probe measured around the workload alone.
+fn time_inner(argv: &[String], dir: &std::path::Path) -> Result<Duration> {
+    // The same small environment for every variant: a session rebuilds its
+    // environment, and exec-heavy work is measurably slower with a big one.
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!("{argv:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| anyhow::anyhow!("{argv:?} printed no time"))?;
+    Ok(Duration::from_nanos(ns))
 }
 
 struct Variant {
@@ -101,4 +216,9 @@ fn time_once(argv: &[String]) -> Result<Duration> {
         bail!("{argv:?} failed: {status}");
     }
     Ok(elapsed)
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

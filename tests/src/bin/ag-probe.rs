@@ -106,6 +106,19 @@ fn main() {
             std::thread::sleep(Duration::from_secs(arg(1).parse().unwrap_or(1)));
             report("sleep", Ok(String::new()))
         }
+        "time" => {
+            // `time CMD ARGS...`: runs CMD, prints its wall time in ns (benchmarks).
+            let start = std::time::Instant::now();
+            let status = std::process::Command::new(arg(1)).args(&args[2..]).stdout(std::process::Stdio::null()).status();
+            match status {
+                Ok(s) if s.success() => {
+                    println!("{}", start.elapsed().as_nanos());
+                    std::process::exit(0)
+                }
+                Ok(s) => report("time", Err(std::io::Error::other(format!("{} exited with {s}", arg(1))))),
+                Err(e) => report("time", Err(e)),
+            }
+        }
         "pid" => report("pid", Ok(std::process::id().to_string())),
         // SAFETY: kill with signal 0 only checks permission; the target is our parent.
         "signal-parent" => report("signal-parent", errno_result(unsafe { libc::kill(libc::getppid(), 0) } as i64)),

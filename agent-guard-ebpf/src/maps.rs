@@ -22,6 +22,16 @@ static SESSION_CGROUP: u64 = 0;
 #[unsafe(no_mangle)]
 static LIMITS: [u64; COUNTERS] = [u64::MAX; COUNTERS];
 
+/// Kernel struct field offsets (`OFF_*`); set by user space before load.
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: [u64; agent_guard_common::session::KERNEL_OFFSETS] = [0; agent_guard_common::session::KERNEL_OFFSETS];
+
+#[inline(always)]
+pub fn offset(which: usize) -> usize {
+    let all = global(&KERNEL_OFFSETS);
+    all[which % agent_guard_common::session::KERNEL_OFFSETS] as usize
+}
+
 /// `ON_LIMIT_KILL` or `ON_LIMIT_FREEZE`; set by user space before load.
 #[unsafe(no_mangle)]
 static ON_LIMIT: u32 = 0;

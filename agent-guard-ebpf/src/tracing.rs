@@ -16,7 +16,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{add, emit, emit_ref, header, over_limit, raise_to, session_cgroup};
+use agent_guard_common::session::{
+    OFF_FDTABLE_FD, OFF_FDTABLE_MAX_FDS, OFF_FILES_FDT, OFF_FILE_INODE, OFF_INODE_MODE, OFF_TASK_EXIT_CODE, OFF_TASK_FILES,
+};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+
+use crate::maps::{add, emit, emit_ref, header, offset, over_limit, raise_to, session_cgroup};
 
 /// Arguments recorded at a syscall's entry, by thread (`pid_tgid`).
 #[map]
@@ -129,7 +134,12 @@ pub fn tp_process_exit(ctx: TracePointContext) -> u32 {
     const GROUP_DEAD: usize = 32;
     if in_session() && read::<u8>(&ctx, GROUP_DEAD).is_some_and(|d| d != 0) {
         add(Counter::ProcessesAlive, u64::MAX); // wrapping: minus one
-        emit(ExitEvent { header: header(EventKind::Exit as u32), status: 0, _pad: 0 });
+        // SAFETY: the current task is valid; the read goes through the helper.
+        let status = unsafe {
+            let task = bpf_get_current_task() as *const u8;
+            bpf_probe_read_kernel(task.wrapping_add(offset(OFF_TASK_EXIT_CODE)) as *const u32).unwrap_or(0)
+        };
+        emit(ExitEvent { header: header(EventKind::Exit as u32), status, _pad: 0 });
     }
     0
 }
@@ -258,6 +268,52 @@ pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
 pub fn tp_exit_destructive(ctx: TracePointContext) -> u32 {
     if in_session() && read::<i64>(&ctx, RET) == Some(0) {
         add(Counter::DestructiveOps, 1);
+    }
+    0
+}
+
+// ---- file writes ----
+
+/// Whether `fd` of the current task is a regular file:
+/// task->files->fdt->fd[fd]->f_inode->i_mode, read through the helper
+/// (a fault or a closed fd reads as "no").
+#[inline(always)]
+fn is_regular_file(fd: u64) -> bool {
+    const S_IFMT: u16 = 0o170000;
+    const S_IFREG: u16 = 0o100000;
+    // SAFETY: every dereference is a bpf_probe_read_kernel, which fails cleanly on a bad address.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(files) = bpf_probe_read_kernel(task.wrapping_add(offset(OFF_TASK_FILES)) as *const *const u8) else { return false };
+        let Ok(fdt) = bpf_probe_read_kernel(files.wrapping_add(offset(OFF_FILES_FDT)) as *const *const u8) else { return false };
+        let Ok(max) = bpf_probe_read_kernel(fdt.wrapping_add(offset(OFF_FDTABLE_MAX_FDS)) as *const u32) else { return false };
+        if fd >= u64::from(max) {
+            return false;
+        }
+        let Ok(array) = bpf_probe_read_kernel(fdt.wrapping_add(offset(OFF_FDTABLE_FD)) as *const *const *const u8) else { return false };
+        let Ok(file) = bpf_probe_read_kernel(array.wrapping_add(fd as usize)) else { return false };
+        if file.is_null() {
+            return false;
+        }
+        let Ok(inode) = bpf_probe_read_kernel(file.wrapping_add(offset(OFF_FILE_INODE)) as *const *const u8) else { return false };
+        let Ok(mode) = bpf_probe_read_kernel(inode.wrapping_add(offset(OFF_INODE_MODE)) as *const u16) else { return false };
+        mode & S_IFMT == S_IFREG
+    }
+}
+
+/// `sys_enter_write`, `writev`, `pwrite64`, `pwritev`, `pwritev2` (fd at
+/// arg 0): a write operation on a regular file. Past the `file_writes`
+/// limit the task is killed; that write itself still completes (the
+/// signal lands on the way back to user space).
+#[tracepoint]
+pub fn tp_enter_write(ctx: TracePointContext) -> u32 {
+    if in_session() {
+        if let Some(fd) = read::<u64>(&ctx, arg(0)) {
+            if is_regular_file(fd) {
+                let n = add(Counter::FileWrites, 1);
+                over_limit(Counter::FileWrites, n, 1, true);
+            }
+        }
     }
     0
 }

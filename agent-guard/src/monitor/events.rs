@@ -14,7 +14,8 @@ pub enum Event {
     Limit { pid: u32, seq: u64, ktime_ns: u64, counter: Counter, freeze: bool, value: u64, limit: u64 },
     /// `path` and `argv` are agent-controlled bytes: escape before display.
     Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, path: Vec<u8>, argv: Vec<Vec<u8>> },
-    Exit { pid: u32, seq: u64, ktime_ns: u64 },
+    /// `status` as `wait` reports it.
+    Exit { pid: u32, seq: u64, ktime_ns: u64, status: u32 },
     /// A record this build cannot read (wrong size or unknown kind).
     Malformed { kind: u32, len: usize },
 }
@@ -78,7 +79,7 @@ pub fn decode(bytes: &[u8]) -> Event {
             None => malformed(h.kind),
         },
         Some(EventKind::Exit) => match read::<ExitEvent>(bytes) {
-            Some(_) => Event::Exit { pid: h.pid, seq: h.seq, ktime_ns: h.ktime_ns },
+            Some(e) => Event::Exit { pid: h.pid, seq: h.seq, ktime_ns: h.ktime_ns, status: e.status },
             None => malformed(h.kind),
         },
         _ => malformed(h.kind),

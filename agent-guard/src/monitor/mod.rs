@@ -4,6 +4,7 @@
 //!
 //! Attached before the agent joins the cgroup, so nothing it does escapes.
 
+pub mod btf;
 pub mod events;
 pub mod record;
 pub mod rules;
@@ -37,6 +38,8 @@ pub enum MonitorError {
     Cgroup { path: String, #[source] source: std::io::Error },
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MonitorError {
@@ -83,6 +86,11 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tp_exit_destructive", "syscalls", "sys_exit_renameat2"),
     ("tp_exit_destructive", "syscalls", "sys_exit_truncate"),
     ("tp_exit_destructive", "syscalls", "sys_exit_ftruncate"),
+    ("tp_enter_write", "syscalls", "sys_enter_write"),
+    ("tp_enter_write", "syscalls", "sys_enter_writev"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwrite64"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwritev"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwritev2"),
 ];
 
 /// Programs attached to the session cgroup.
@@ -91,11 +99,13 @@ const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "send
 impl Monitor {
     /// Loads the object for the session whose cgroup v2 directory is
     /// `cgroup_dir`, and attaches it there.
-    pub fn attach(policy: &Policy, cgroup_dir: &Path) -> Result<Monitor, MonitorError> {
+    /// `runtime_dir` holds the cache of kernel field offsets.
+    pub fn attach(policy: &Policy, cgroup_dir: &Path, runtime_dir: &Path) -> Result<Monitor, MonitorError> {
         let cgroup_id = fs::metadata(cgroup_dir)
             .map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?
             .ino();
         let limits = limits_array(policy);
+        let offsets = btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), runtime_dir)?;
         let on_limit = match policy.limits.on_limit {
             OnLimit::Kill => ON_LIMIT_KILL,
             OnLimit::Freeze => ON_LIMIT_FREEZE,
@@ -110,6 +120,7 @@ impl Monitor {
             .set_global("SESSION_CGROUP", &cgroup_id, true)
             .set_global("LIMITS", &limits, true)
             .set_global("ON_LIMIT", &on_limit, true)
+            .set_global("KERNEL_OFFSETS", &offsets, true)
             .load(crate::doctor::EBPF_OBJECT)?;
 
         let rules = rules::Rules::from_policy(policy)?;
@@ -278,7 +289,6 @@ pub fn limits_array(policy: &Policy) -> [u64; COUNTERS] {
     let mut limits = [u64::MAX; COUNTERS];
     let none = u64::MAX;
     limits[Counter::Execs as usize] = l.execs.unwrap_or(none);
-    // Not counted yet (see sandbox::monitor_gaps); set for when it is.
     limits[Counter::FileWrites as usize] = l.file_writes.unwrap_or(none);
     limits[Counter::Connects as usize] = l.connects.unwrap_or(none);
     limits[Counter::BytesOut as usize] = l.bytes_out.map_or(none, |b| b.0);

@@ -41,8 +41,8 @@ pub enum EventBody {
         /// The head of argv (at most 4 arguments of at most 63 bytes, escaped).
         argv: Vec<String>,
     },
-    /// A process of the session ended.
-    Exit {},
+    /// A process of the session ended: with an exit code, or killed by a signal.
+    Exit { exit_code: Option<i32>, signal: Option<i32> },
     /// A connect or unconnected send.
     Connect {
         addr: IpAddr,
@@ -76,7 +76,15 @@ impl EventRecord {
                 *ktime_ns,
                 EventBody::Exec { uid: *uid, path: bytes_for_terminal(path), argv: argv.iter().map(|a| bytes_for_terminal(a)).collect() },
             ),
-            Event::Exit { pid, seq, ktime_ns } => (*pid, *seq, *ktime_ns, EventBody::Exit {}),
+            Event::Exit { pid, seq, ktime_ns, status } => {
+                let (code, sig) = ((status >> 8) & 0xff, status & 0x7f);
+                let body = if sig == 0 {
+                    EventBody::Exit { exit_code: Some(code as i32), signal: None }
+                } else {
+                    EventBody::Exit { exit_code: None, signal: Some(sig as i32) }
+                };
+                (*pid, *seq, *ktime_ns, body)
+            }
             Event::Connect { pid, seq, ktime_ns, addr, port, protocol, allowed, via_sendmsg } => (
                 *pid,
                 *seq,

@@ -52,18 +52,18 @@ impl fmt::Display for Gap {
 }
 
 /// Controls of a profile that only the eBPF monitor enforces: gaps when
-/// it could not be loaded (`why`), or not built yet (`why == None` lists
-/// those this build's monitor does not count).
+/// it could not be loaded (`why`); none when it loaded (`why == None`).
 pub fn monitor_gaps(policy: &Policy, why: Option<&str>) -> Vec<Gap> {
     let l = &policy.limits;
     let mut gaps = Vec::new();
-    let not_built = "the eBPF monitor's counter for it, which this build does not have yet";
-    if l.file_writes.is_some() {
-        gaps.push(Gap::new("[limits] file_writes", not_built));
-    }
     let Some(why) = why else { return gaps };
     let needs = format!("the eBPF monitor, which failed to load: {why}");
-    for (name, set) in [("execs", l.execs.is_some()), ("connects", l.connects.is_some()), ("bytes_out", l.bytes_out.is_some())] {
+    for (name, set) in [
+        ("execs", l.execs.is_some()),
+        ("file_writes", l.file_writes.is_some()),
+        ("connects", l.connects.is_some()),
+        ("bytes_out", l.bytes_out.is_some()),
+    ] {
         if set {
             gaps.push(Gap::new(format!("[limits] {name}"), needs.clone()));
         }

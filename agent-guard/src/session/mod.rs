@@ -195,7 +195,7 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     let seccomp = seccomp::compile(&policy.syscalls.allow, &policy.network).map_err(SandboxError::from)?;
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The monitor attaches to the cgroup before the agent joins it.
-    let monitor = match Monitor::attach(policy, &cgroup.v2) {
+    let monitor = match Monitor::attach(policy, &cgroup.v2, &req.runtime_dir) {
         Ok(m) => Some(m),
         Err(e) => {
             let full = crate::cli::render_error(&anyhow::Error::from(e));

@@ -137,6 +137,11 @@ fn main() {
             report("alloc", Ok(format!("{} MiB", v.len() >> 20)))
         }
         "forks" => report("forks", forks(arg(1).parse().unwrap_or(1))),
+        "writes" => {
+            // `writes FILE N M`: N writes to the regular FILE, M to /dev/null and M to a pipe.
+            let n = |i: usize| arg(i).parse::<usize>().unwrap_or(0);
+            report("writes", writes(&arg(1), n(2), n(3)))
+        }
         "workload" => {
             let n = |i: usize| arg(i).parse::<usize>().unwrap_or(0);
             report("workload", workload(&arg(1), n(2), n(3), n(4), n(5), n(6)))
@@ -183,6 +188,22 @@ fn workload(dir: &str, reads: usize, writes: usize, unlinks: usize, forks: usize
         }
     }
     Ok(format!("{reads} {writes} {unlinks} {forks} {execs}"))
+}
+
+fn writes(path: &str, file_writes: usize, other: usize) -> std::io::Result<String> {
+    let mut f = std::fs::File::create(path)?;
+    for _ in 0..file_writes {
+        f.write_all(b"x")?;
+    }
+    let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let (mut rd, mut wr) = std::io::pipe()?;
+    for _ in 0..other {
+        null.write_all(b"x")?;
+        wr.write_all(b"x")?;
+        let mut b = [0u8; 1];
+        std::io::Read::read_exact(&mut rd, &mut b)?;
+    }
+    Ok(format!("{file_writes} {other}"))
 }
 
 /// Forks up to `n` children that wait; reports how many were created.

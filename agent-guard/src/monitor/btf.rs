@@ -1,0 +1,97 @@
+//! Offsets of the kernel struct fields the eBPF programs read (aya-ebpf
+//! has no CO-RE field relocations, so user space finds them in the
+//! kernel's BTF and passes them as globals). Parsing the kernel's BTF
+//! takes tens of milliseconds, so the result is cached per kernel build
+//! under the runtime directory.
+
+use std::path::Path;
+
+use btfparse::{Offset, Readable, TypeInformation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading kernel BTF {path}: {source}")]
+    Read { path: String, #[source] source: std::io::Error },
+    #[error("parsing kernel BTF: {0}")]
+    Parse(String),
+    #[error("kernel BTF has no {0}")]
+    Missing(&'static str),
+}
+
+/// Byte offsets of the fields the programs follow, in this order:
+/// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`,
+/// `inode.i_mode`, `task_struct.exit_code`, `fdtable.max_fds`.
+pub type FieldOffsets = [u64; agent_guard_common::session::KERNEL_OFFSETS];
+
+const FIELDS: [(&str, &str); agent_guard_common::session::KERNEL_OFFSETS] = [
+    ("task_struct", "files"),
+    ("files_struct", "fdt"),
+    ("fdtable", "fd"),
+    ("file", "f_inode"),
+    ("inode", "i_mode"),
+    ("task_struct", "exit_code"),
+    ("fdtable", "max_fds"),
+];
+
+struct Bytes(Vec<u8>);
+
+impl Readable for Bytes {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start.checked_add(buffer.len()).and_then(|end| self.0.get(start..end)) {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(btfparse::ErrorKind::InvalidOffset, "read past the end of the BTF data")),
+        }
+    }
+}
+
+/// Finds the offsets in the BTF at `vmlinux`, or in the cache under
+/// `cache_dir` written for the same kernel build.
+pub fn field_offsets(vmlinux: &Path, cache_dir: &Path) -> Result<FieldOffsets, BtfError> {
+    let build = std::fs::read_to_string("/proc/sys/kernel/version").unwrap_or_default()
+        + &std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let key: String = build.bytes().map(|b| if b.is_ascii_alphanumeric() { b as char } else { '_' }).collect();
+    let cache = cache_dir.join(format!("btf-offsets-{key}"));
+    if let Some(cached) = std::fs::read_to_string(&cache).ok().and_then(|t| parse_cache(&t)) {
+        return Ok(cached);
+    }
+    let bytes = std::fs::read(vmlinux).map_err(|source| BtfError::Read { path: vmlinux.display().to_string(), source })?;
+    let info = TypeInformation::new(&Bytes(bytes)).map_err(|e| BtfError::Parse(format!("{e:?}")))?;
+    let mut out = [0u64; agent_guard_common::session::KERNEL_OFFSETS];
+    for (i, (ty, field)) in FIELDS.iter().enumerate() {
+        let id = info.id_of(ty).ok_or(BtfError::Missing(ty))?;
+        out[i] = match info.offset_of(id, field) {
+            Ok((_, Offset::ByteOffset(b))) => u64::from(b),
+            _ => return Err(BtfError::Missing(field)),
+        };
+    }
+    let _ = std::fs::create_dir_all(cache_dir);
+    let _ = std::fs::write(&cache, out.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+    Ok(out)
+}
+
+fn parse_cache(text: &str) -> Option<FieldOffsets> {
+    let v: Vec<u64> = text.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+    v.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_of_this_kernel() {
+        let dir = std::env::temp_dir().join(format!("ag-btf-test-{}", std::process::id()));
+        let t = std::time::Instant::now();
+        let offsets = field_offsets(Path::new("/sys/kernel/btf/vmlinux"), &dir).expect("kernel BTF");
+        eprintln!("offsets {offsets:?} in {:?}", t.elapsed());
+        // Every field exists and lies inside its struct; f_inode and i_mode are early fields.
+        assert!(offsets.iter().all(|&o| o < 16384), "{offsets:?}");
+        // The cache gives the same answer.
+        assert_eq!(field_offsets(Path::new("/nonexistent"), &dir).expect("cached"), offsets);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

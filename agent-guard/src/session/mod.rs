@@ -195,8 +195,12 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     let seccomp = seccomp::compile(&policy.syscalls.allow, &policy.network).map_err(SandboxError::from)?;
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The monitor attaches to the cgroup before the agent joins it.
+    let attaching = Instant::now();
     let monitor = match Monitor::attach(policy, &cgroup.v2, &req.runtime_dir) {
-        Ok(m) => Some(m),
+        Ok(m) => {
+            tracing::debug!(session = %session, "monitor loaded and attached in {:?}", attaching.elapsed());
+            Some(m)
+        }
         Err(e) => {
             let full = crate::cli::render_error(&anyhow::Error::from(e));
             tracing::debug!("loading the monitor: {full}");

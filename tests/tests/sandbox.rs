@@ -303,3 +303,40 @@ fn inherited_file_descriptors_are_closed() {
     allowed(&out);
     assert!(stdout(&out).contains("open=0,1,2\n") || stdout(&out).trim_end().ends_with("open=0,1,2"), "{}", stdout(&out));
 }
+
+#[test]
+fn a_killed_supervisor_takes_its_session_with_it() {
+    let case = Case::new(
+        "guardian",
+        &base_profile("").replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/sh\", \"/usr/bin/dash\"]"),
+    );
+    let pidfile = case.work().join("out/pid");
+    let probe = common::probe();
+    // The agent double-forks a daemon, then sleeps; agent-guard itself is SIGKILLed.
+    let mut child = case
+        .command(&[], &["/bin/sh", "-c", &format!("{probe} daemonize {} && {probe} sleep 60", pidfile.display())])
+        .spawn()
+        .expect("spawn");
+    let mut daemon = None;
+    for _ in 0..500 {
+        if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            daemon = Some(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let daemon = daemon.expect("the daemon started");
+    let _ = child.kill(); // SIGKILL: no chance to clean up
+    let _ = child.wait();
+    // The guardian notices and ends the session.
+    let mut gone = false;
+    for _ in 0..500 {
+        // SAFETY: existence check only.
+        if unsafe { libc::kill(daemon, 0) } != 0 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "process {daemon} of the session outlived its supervisor");
+}

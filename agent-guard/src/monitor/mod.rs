@@ -18,7 +18,7 @@ use std::{
 use agent_guard_common::session::{Counter, PortRanges, COUNTERS, ON_LIMIT_FREEZE, ON_LIMIT_KILL};
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, RingBuf},
-    programs::{links::CgroupAttachMode, trace_point::TracePointLinkId, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
+    programs::{links::CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
     Ebpf, EbpfLoader,
 };
 
@@ -53,8 +53,6 @@ fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> M
 /// A session's loaded and attached monitor.
 pub struct Monitor {
     ebpf: Ebpf,
-    /// Links of the system-wide tracepoints (see `detach_in_background`).
-    tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
     events: RingBuf<MapData>,
     pub cgroup_id: u64,
 }
@@ -166,7 +164,6 @@ impl Monitor {
             path: crate::doctor::TRACEFS.to_owned(),
             source: std::io::Error::from(e),
         })?;
-        let mut tracepoint_links = Vec::new();
         for &(name, category, tracepoint) in TRACEPOINTS {
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -177,8 +174,10 @@ impl Monitor {
             if prog.fd().is_err() {
                 prog.load().map_err(prog_err(name))?;
             }
-            let link = prog.attach(category, tracepoint).map_err(prog_err(name))?;
-            tracepoint_links.push((name, link));
+            // The link lives as long as the program (detaching each waits for an RCU
+            // grace period; the session's guardian holds copies of the fds and pays
+            // that after the supervisor has exited).
+            prog.attach(category, tracepoint).map_err(prog_err(name))?;
         }
 
         // The session's first process was forked outside it: count it here.
@@ -193,7 +192,7 @@ impl Monitor {
         }
 
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(MonitorError::MissingMap("EVENTS"))?).map_err(map_err("EVENTS"))?;
-        Ok(Monitor { ebpf, events, cgroup_id, tracepoint_links })
+        Ok(Monitor { ebpf, events, cgroup_id })
     }
 
     /// The counters as they stand now (exact: kept in the kernel).
@@ -205,53 +204,6 @@ impl Monitor {
             out[c as usize] = map.get(&(c as u32), 0).map_err(map_err("COUNTERS_MAP"))?;
         }
         Ok(out)
-    }
-
-    /// Hands the final detach to a helper process. Each tracepoint detach
-    /// waits for an RCU grace period (~40 ms here) and the kernel does them
-    /// one at a time, so closing 25 links would hold the end of every
-    /// session for a second. The helper inherits the fds, waits until this
-    /// process has exited (its pipe reaches EOF), then exits itself and the
-    /// kernel detaches at leisure; programs left attached meanwhile only
-    /// see a cgroup id that no longer exists. The daemon (which keeps its
-    /// programs loaded) will not need this.
-    fn detach_in_background(&mut self) {
-        if self.tracepoint_links.is_empty() {
-            return;
-        }
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return; // Detach inline, slowly, when drop runs.
-        }
-        // SAFETY: fork in a single-threaded supervisor; the child only reads and exits.
-        match unsafe { libc::fork() } {
-            0 => {
-                let mut b = 0u8;
-                // SAFETY: read/close/_exit on fds we own; no allocation in the child.
-                unsafe {
-                    libc::close(fds[1]);
-                    // Let pipes on the caller's stdio see EOF when this process exits.
-                    for fd in 0..3 {
-                        libc::close(fd);
-                    }
-                    while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) > 0 {}
-                    libc::_exit(0)
-                }
-            }
-            pid if pid > 0 => {
-                // Keep the write end open for the rest of this process's life.
-                // SAFETY: closing the read end, which only the helper uses.
-                unsafe { libc::close(fds[0]) };
-            }
-            _ => {
-                // SAFETY: closing both ends of the pipe made above.
-                unsafe {
-                    libc::close(fds[0]);
-                    libc::close(fds[1]);
-                }
-            }
-        }
     }
 
     /// The ring buffer's fd, to poll for readiness.
@@ -266,12 +218,6 @@ impl Monitor {
             out.push(events::decode(&item));
         }
         out
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.detach_in_background();
     }
 }
 

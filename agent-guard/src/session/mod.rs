@@ -5,6 +5,7 @@
 //!
 //! `agent-guard run` uses it in-process; the daemon will drive the same code.
 
+pub mod guardian;
 pub mod summary;
 
 use std::{
@@ -242,6 +243,7 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
         envp: sandbox::env_cstrings(&env)?,
     };
     let mut monitor = monitor;
+    let guardian = guardian::Guardian::spawn(&cgroup).map_err(|source| SessionError::Sys { what: "starting the session's guardian", source })?;
     let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut());
     let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
         // Orphans re-parented to us (we are their subreaper) are dead now; collect
@@ -249,6 +251,9 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
         reap_all();
         cgroup.remove()
     });
+    if cleanup.is_ok() {
+        guardian.release();
+    }
     let mut outcome = result?;
     cleanup.map_err(SandboxError::from)?;
     outcome.unenforced = gaps;

@@ -1,0 +1,107 @@
+//! The guardian: a small process, forked when a session starts, that ends
+//! the session if its supervisor dies without doing so (SIGKILL, OOM, a
+//! crash), so that no agent outlives the process that confines it.
+//!
+//! It also keeps the monitor's eBPF links open until the supervisor has
+//! exited: each tracepoint detach waits for an RCU grace period and the
+//! kernel does them one at a time (about a second for all of them), so the
+//! guardian pays that, in the background, instead of the session's end.
+//!
+//! Protocol: the supervisor holds the write end of a pipe. It writes one
+//! byte once the session is over; the guardian then only waits for the
+//! pipe to close (the supervisor's exit) and exits. End of file without
+//! that byte means the supervisor died: the guardian kills the session's
+//! cgroup and removes it.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::sandbox::cgroup::SessionCgroup;
+
+/// The supervisor's end of the guardian's pipe.
+#[derive(Debug)]
+pub struct Guardian {
+    tx: Option<OwnedFd>,
+}
+
+const DONE: u8 = b'd';
+
+impl Guardian {
+    /// Forks the guardian (twice, so that it is not our child and never
+    /// waits on us to reap it). It inherits every fd open now, the
+    /// monitor's among them: spawn it after the monitor is attached.
+    pub fn spawn(cgroup: &SessionCgroup) -> std::io::Result<Guardian> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fds into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created and are owned here only.
+        let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fork of a single-threaded supervisor; the child runs `watch`, then exits.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            drop(tx);
+            // SAFETY: in the first child: fork again and exit, leaving the grandchild to init.
+            unsafe {
+                if libc::fork() != 0 {
+                    libc::_exit(0);
+                }
+            }
+            watch(&rx, cgroup);
+            // SAFETY: ending the guardian without running the supervisor's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        let mut status = 0;
+        // SAFETY: reaping the intermediate child, which exits at once.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        drop(rx);
+        Ok(Guardian { tx: Some(tx) })
+    }
+
+    /// The session is over and cleaned up: tell the guardian, and keep the
+    /// pipe open until this process exits.
+    pub fn release(mut self) {
+        if let Some(tx) = self.tx.take() {
+            // SAFETY: writing one byte from a local to our pipe.
+            unsafe { libc::write(tx.as_raw_fd(), [DONE].as_ptr().cast(), 1) };
+            // Closed by the kernel when this process exits (close-on-exec, never exec'd here).
+            std::mem::forget(tx);
+        }
+    }
+}
+
+/// The guardian's life: detach from the terminal, wait, and clean up if
+/// the supervisor vanished.
+fn watch(rx: &OwnedFd, cgroup: &SessionCgroup) {
+    // SAFETY: setsid and dup2 onto stdio: no memory is involved.
+    unsafe {
+        // Out of the terminal's process group: Ctrl-C is for the agent, not for us.
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+    }
+    let mut done = false;
+    let mut b = 0u8;
+    loop {
+        // SAFETY: reading one byte into a local.
+        let n = unsafe { libc::read(rx.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+        match n {
+            1 if b == DONE => done = true,
+            1 => {}
+            0 => break,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => break,
+        }
+    }
+    if !done {
+        let _ = cgroup.kill_all(|| {});
+        let _ = cgroup.remove();
+    }
+}

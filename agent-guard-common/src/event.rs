@@ -92,6 +92,22 @@ pub struct ExecEvent {
     pub args: [[u8; EXEC_ARG_LEN]; EXEC_ARGS],
 }
 
+/// Bytes of a path kept in a file event.
+pub const FILE_PATH_LEN: usize = 256;
+
+/// A file opened for writing (by its flags): the path as the caller
+/// passed it (relative paths are relative to its cwd or dirfd).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FileOpenEvent {
+    pub header: EventHeader,
+    /// The open flags.
+    pub flags: u32,
+    /// The descriptor it returned.
+    pub fd: i32,
+    pub path: [u8; FILE_PATH_LEN],
+}
+
 /// A process (thread group) of the session ended.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
@@ -105,5 +121,6 @@ pub struct ExitEvent {
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + 8 + EXEC_PATH_LEN + EXEC_ARGS * EXEC_ARG_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
+const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + FILE_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 32 + 24);
 const _: () = assert!(core::mem::size_of::<LimitEvent>() == 32 + 24);

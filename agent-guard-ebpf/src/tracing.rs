@@ -6,7 +6,7 @@
 //! arguments under the thread's id, the exit hook counts on success.
 
 use agent_guard_common::{
-    event::{EventKind, ExecEvent, ExitEvent, EXEC_ARGS, EXEC_ARG_LEN, EXEC_PATH_LEN},
+    event::{EventKind, ExecEvent, ExitEvent, FileOpenEvent, EXEC_ARGS, EXEC_ARG_LEN, EXEC_PATH_LEN, FILE_PATH_LEN},
     session::Counter,
 };
 use aya_ebpf::{
@@ -26,6 +26,15 @@ use crate::maps::{add, emit, emit_ref, header, offset, over_limit, raise_to, ses
 /// Arguments recorded at a syscall's entry, by thread (`pid_tgid`).
 #[map]
 static PENDING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Opens for writing in flight: the event, filled at entry (path) and
+/// completed at exit (descriptor, header), by thread.
+#[map]
+static PENDING_OPEN: LruHashMap<u64, FileOpenEvent> = LruHashMap::with_max_entries(4096, 0);
+
+/// Scratch space for building a file event (too large for the stack).
+#[map]
+static OPEN_SCRATCH: PerCpuArray<FileOpenEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space for building an exec event (too large for the stack).
 #[map]
@@ -206,38 +215,66 @@ pub fn tp_enter_execveat(ctx: TracePointContext) -> u32 {
 
 // ---- files ----
 
-/// `sys_enter_openat` (flags at arg 2) and `sys_enter_open` (arg 1).
+#[inline(always)]
+fn writes(flags: u64) -> bool {
+    flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0
+}
+
+/// Records an open's flags, and for an open for writing its path too.
+#[inline(always)]
+fn open_entry(ctx: &TracePointContext, flags: u64, path_arg: usize) {
+    remember(flags);
+    if !writes(flags) {
+        return;
+    }
+    let Some(ev) = OPEN_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
+    let ev = unsafe { &mut *ev };
+    ev.flags = flags as u32;
+    ev.fd = -1;
+    ev.path = [0; FILE_PATH_LEN];
+    if let Some(p) = read::<u64>(ctx, arg(path_arg)) {
+        // SAFETY: reading a user string into a fixed buffer through the helper.
+        let _ = unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.path) };
+    }
+    let _ = PENDING_OPEN.insert(&bpf_get_current_pid_tgid(), ev, 0);
+}
+
+/// `sys_enter_openat` (path at arg 1, flags at arg 2).
 #[tracepoint]
 pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
     if in_session() {
-        remember(read::<u64>(&ctx, arg(2)).unwrap_or(0));
+        open_entry(&ctx, read::<u64>(&ctx, arg(2)).unwrap_or(0), 1);
     }
     0
 }
 
+/// `sys_enter_open` (path at arg 0, flags at arg 1).
 #[tracepoint]
 pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
     if in_session() {
-        remember(read::<u64>(&ctx, arg(1)).unwrap_or(0));
+        open_entry(&ctx, read::<u64>(&ctx, arg(1)).unwrap_or(0), 0);
     }
     0
 }
 
+/// `sys_enter_creat` (path at arg 0).
 #[tracepoint]
-pub fn tp_enter_creat(_ctx: TracePointContext) -> u32 {
+pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
     if in_session() {
-        remember(O_WRONLY_CREAT_TRUNC);
+        open_entry(&ctx, O_WRONLY_CREAT_TRUNC, 0);
     }
     0
 }
 
-/// `openat2`: the flags are the first field of the caller's `open_how`.
+/// `openat2` (path at arg 1): the flags are the first field of the caller's `open_how`.
 #[tracepoint]
 pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
     if in_session() {
         if let Some(how) = read::<u64>(&ctx, arg(2)) {
             // SAFETY: reading 8 bytes of the caller's memory through the helper.
-            remember(unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0));
+            let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
+            open_entry(&ctx, flags, 1);
         }
     }
     0
@@ -250,12 +287,29 @@ pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
     if in_session() {
         let flags = recall();
         if let (Some(flags), Some(ret)) = (flags, read::<i64>(&ctx, RET)) {
-            if ret >= 0 {
-                if flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0 {
+            if writes(flags) {
+                // The count never depends on the event's bookkeeping.
+                if ret >= 0 {
                     add(Counter::FilesWritten, 1);
-                } else {
-                    add(Counter::FilesRead, 1);
                 }
+                let key = bpf_get_current_pid_tgid();
+                match PENDING_OPEN.get_ptr_mut(&key) {
+                    Some(ev) if ret >= 0 => {
+                        // SAFETY: the entry is ours (keyed by this thread) until removed below.
+                        let ev = unsafe { &mut *ev };
+                        ev.header = header(EventKind::FileOpenWrite as u32);
+                        ev.fd = ret as i32;
+                        emit_ref(ev);
+                    }
+                    // The entry was evicted (over 4096 opens in flight): the event is lost, and counted so.
+                    None if ret >= 0 => {
+                        add(Counter::EventsLost, 1);
+                    }
+                    _ => {}
+                }
+                let _ = PENDING_OPEN.remove(&key);
+            } else if ret >= 0 {
+                add(Counter::FilesRead, 1);
             }
         }
     }

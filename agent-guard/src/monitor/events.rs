@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_guard_common::{
-    event::{ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, LimitEvent},
+    event::{ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, LimitEvent},
     session::{Counter, ON_LIMIT_FREEZE},
 };
 
@@ -14,6 +14,8 @@ pub enum Event {
     Limit { pid: u32, seq: u64, ktime_ns: u64, counter: Counter, freeze: bool, value: u64, limit: u64 },
     /// `path` and `argv` are agent-controlled bytes: escape before display.
     Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, path: Vec<u8>, argv: Vec<Vec<u8>> },
+    /// A file opened for writing; `path` is agent-controlled.
+    FileOpenWrite { pid: u32, seq: u64, ktime_ns: u64, flags: u32, fd: i32, path: Vec<u8> },
     /// `status` as `wait` reports it.
     Exit { pid: u32, seq: u64, ktime_ns: u64, status: u32 },
     /// A record this build cannot read (wrong size or unknown kind).
@@ -76,6 +78,10 @@ pub fn decode(bytes: &[u8]) -> Event {
                 path: c_bytes(&e.path),
                 argv: e.args.iter().take(e.argc as usize).map(|a| c_bytes(a)).collect(),
             },
+            None => malformed(h.kind),
+        },
+        Some(EventKind::FileOpenWrite) => match read::<FileOpenEvent>(bytes) {
+            Some(e) => Event::FileOpenWrite { pid: h.pid, seq: h.seq, ktime_ns: h.ktime_ns, flags: e.flags, fd: e.fd, path: c_bytes(&e.path) },
             None => malformed(h.kind),
         },
         Some(EventKind::Exit) => match read::<ExitEvent>(bytes) {

@@ -41,6 +41,14 @@ pub enum EventBody {
         /// The head of argv (at most 4 arguments of at most 63 bytes, escaped).
         argv: Vec<String>,
     },
+    /// A file opened for writing (by its flags).
+    FileOpenWrite {
+        /// The path as the caller passed it, relative to its cwd or dirfd (escaped).
+        path: String,
+        /// The open(2) flags, octal as in `<fcntl.h>`.
+        flags: String,
+        fd: i32,
+    },
     /// A process of the session ended: with an exit code, or killed by a signal.
     Exit { exit_code: Option<i32>, signal: Option<i32> },
     /// A connect or unconnected send.
@@ -75,6 +83,12 @@ impl EventRecord {
                 *seq,
                 *ktime_ns,
                 EventBody::Exec { uid: *uid, path: bytes_for_terminal(path), argv: argv.iter().map(|a| bytes_for_terminal(a)).collect() },
+            ),
+            Event::FileOpenWrite { pid, seq, ktime_ns, flags, fd, path } => (
+                *pid,
+                *seq,
+                *ktime_ns,
+                EventBody::FileOpenWrite { path: bytes_for_terminal(path), flags: format!("{flags:#o}"), fd: *fd },
             ),
             Event::Exit { pid, seq, ktime_ns, status } => {
                 let (code, sig) = ((status >> 8) & 0xff, status & 0x7f);

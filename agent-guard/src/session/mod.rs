@@ -434,7 +434,11 @@ fn supervise_blocked(
             Wake::Timeout => {}
             Wake::Events => {
                 let Some(m) = monitor.as_deref_mut() else { continue };
-                for event in m.drain() {
+                let batch = m.drain();
+                if let Ok(c) = m.counters() {
+                    sink.lost(c[Counter::EventsLost as usize])?;
+                }
+                for event in batch {
                     sink.event(&event)?;
                     if let Event::Limit { counter, freeze, value, limit, .. } = event {
                         eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
@@ -506,6 +510,8 @@ fn supervise_blocked(
 struct EventSink {
     out: Option<std::io::BufWriter<fs::File>>,
     session: String,
+    /// Events lost that an `events_lost` record has reported already.
+    lost_reported: u64,
 }
 
 impl EventSink {
@@ -514,7 +520,7 @@ impl EventSink {
             Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).map_err(|source| SessionError::Sys { what: "creating the events file", source })?)),
             None => None,
         };
-        Ok(EventSink { out, session: session.to_owned() })
+        Ok(EventSink { out, session: session.to_owned(), lost_reported: 0 })
     }
 
     fn write(&mut self, record: &crate::monitor::record::EventRecord) -> Result<(), SessionError> {
@@ -535,12 +541,22 @@ impl EventSink {
         self.write(&crate::monitor::record::EventRecord::from_event(&self.session, event))
     }
 
-    /// Flushes to disk: the events file survives a crash of what follows.
+    /// Reports, as an `events_lost` record in the stream, losses since the
+    /// last report: `total` is the kernel's running count.
+    fn lost(&mut self, total: u64) -> Result<(), SessionError> {
+        if total > self.lost_reported {
+            let delta = total - self.lost_reported;
+            self.lost_reported = total;
+            self.write(&crate::monitor::record::EventRecord::events_lost(&self.session, delta))?;
+        }
+        Ok(())
+    }
+
+    /// Reports the last losses and flushes to disk: the events file
+    /// survives a crash of what follows.
     fn finish(&mut self, events_lost: u64) -> Result<(), SessionError> {
         use std::io::Write as _;
-        if self.out.is_some() && events_lost > 0 {
-            self.write(&crate::monitor::record::EventRecord::events_lost(&self.session, events_lost))?;
-        }
+        self.lost(events_lost)?;
         if let Some(out) = &mut self.out {
             out.flush()
                 .and_then(|()| out.get_ref().sync_all())

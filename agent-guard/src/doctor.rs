@@ -83,6 +83,7 @@ pub fn run(mountinfo: &Path) -> Report {
         },
     ));
     checks.extend(ebpf_checks(btf.ok().as_ref(), &roots));
+    checks.push(monitor_check(&roots));
     Report { checks }
 }
 
@@ -188,6 +189,33 @@ fn ebpf_checks(btf: Option<&Btf>, roots: &CgroupRoots) -> Vec<Check> {
         let _ = fs::remove_dir(dir);
     }
     checks
+}
+
+/// Loads and attaches the whole monitor, as `run` does, for an empty probe
+/// session cgroup, then detaches it.
+fn monitor_check(roots: &CgroupRoots) -> Check {
+    let name = "eBPF monitor (what run loads)";
+    let Some(v2) = &roots.v2 else { return check(name, false, Need::Wanted, "needs a cgroup v2 mount") };
+    let dir = v2.join(SUBTREE).join(format!("doctor-monitor-{}", std::process::id()));
+    if let Err(e) = fs::create_dir_all(&dir) {
+        return check(name, false, Need::Wanted, format!("creating {}: {e}", dir.display()));
+    }
+    let policy = crate::profile::Policy::probe_only(&dir);
+    let started = std::time::Instant::now();
+    let result = crate::monitor::Monitor::attach(&policy, &dir, std::path::Path::new(crate::session::DEFAULT_RUNTIME_DIR));
+    let took = started.elapsed();
+    let out = match result {
+        Ok(m) => {
+            drop(m);
+            check(name, true, Need::Wanted, format!("loaded and attached in {} ms", took.as_millis()))
+        }
+        Err(e) => {
+            let full = crate::cli::render_error(&anyhow::Error::from(e));
+            check(name, false, Need::Wanted, full.split(" Verifier output:").next().unwrap_or_default().to_owned())
+        }
+    };
+    let _ = fs::remove_dir(&dir);
+    out
 }
 
 /// Loads (and where harmless, attaches then detaches) one probe program.

@@ -106,7 +106,7 @@ fn doctor_probes_this_kernel() {
         eprintln!("probe {}: ok={} {}", c["name"], c["ok"], c["detail"]);
     }
     // What `run` needs must be here (this is the machine the project targets).
-    for name in ["landlock", "seccomp filter", "cgroup v2", "eBPF tracepoint", "eBPF cgroup_sock_addr"] {
+    for name in ["landlock", "seccomp filter", "cgroup v2", "eBPF tracepoint", "eBPF cgroup_sock_addr", "eBPF monitor (what run loads)"] {
         assert_eq!(get(name)["ok"], true, "{name}: {}", get(name)["detail"]);
     }
     assert_eq!(out.status.code(), Some(0));

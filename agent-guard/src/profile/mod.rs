@@ -158,6 +158,26 @@ pub struct SyscallPolicy {
     pub allow: Vec<String>,
 }
 
+impl Policy {
+    /// An empty policy (no rules, no limits) for probing, e.g. by `doctor`.
+    pub fn probe_only(workdir: &Path) -> Policy {
+        Policy {
+            role: "doctor-probe".to_owned(),
+            description: String::new(),
+            environment: String::new(),
+            source: PathBuf::new(),
+            run_as: None,
+            workdir: workdir.to_owned(),
+            home: workdir.to_owned(),
+            filesystem: FsPolicy::default(),
+            network: NetPolicy::default(),
+            limits: Limits::default(),
+            env: EnvPolicy::default(),
+            syscalls: SyscallPolicy::default(),
+        }
+    }
+}
+
 /// Reads, parses, checks and resolves the profile at `path`.
 pub fn load(path: &Path, ctx: &Context, host: &HostConfig) -> Result<Policy, ProfileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_owned(), source })?;

@@ -54,6 +54,18 @@ pub static NET_V6: LpmTrie<[u8; 16], PortRanges> = LpmTrie::with_max_entries(102
 #[map]
 pub static BIND_PORTS: Array<PortRanges> = Array::with_max_entries(1, 0);
 
+/// Set (index 0 = 1) once a limit with `on_limit = "kill"` has passed:
+/// every task of the session is killed at its next hooked call, without
+/// waiting for user space.
+#[map]
+static ENDED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether the session has been ended by a limit.
+#[inline(always)]
+pub fn ended() -> bool {
+    ENDED.get(0).is_some_and(|v| *v != 0)
+}
+
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
@@ -167,9 +179,15 @@ pub fn over_limit(counter: Counter, value: u64, step: u64, signal: bool) -> bool
             limit,
         });
     }
-    if signal && action == ON_LIMIT_KILL {
-        // SAFETY: SIGKILL to the current task, delivered on return to user space.
-        unsafe { bpf_send_signal(9) };
+    if action == ON_LIMIT_KILL {
+        if let Some(p) = ENDED.get_ptr_mut(0) {
+            // SAFETY: a 4-byte aligned u32 in the map's value area; a plain store suffices.
+            unsafe { core::ptr::write_volatile(p, 1) };
+        }
+        if signal {
+            // SAFETY: SIGKILL to the current task, delivered on return to user space.
+            unsafe { bpf_send_signal(9) };
+        }
     }
     true
 }

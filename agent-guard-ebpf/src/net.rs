@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 
-use crate::maps::{add, emit, header, over_limit, BIND_PORTS, NET_V4, NET_V6};
+use crate::maps::{add, emit, ended, header, over_limit, BIND_PORTS, NET_V4, NET_V6};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -83,6 +83,10 @@ fn check_v6(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
 /// Counts the attempt, applies the connects limit, reports, and answers.
 #[inline(always)]
 fn decide(mut allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
+    // A session a limit has ended sends nothing more.
+    if ended() {
+        allowed = false;
+    }
     let attempts = add(Counter::Connects, 1);
     // Past the connects limit nothing more goes out, whatever the destination.
     if over_limit(Counter::Connects, attempts, 1, false) {

@@ -21,7 +21,7 @@ use agent_guard_common::session::{
 };
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
-use crate::maps::{add, emit, emit_ref, header, offset, over_limit, raise_to, session_cgroup};
+use crate::maps::{add, emit, emit_ref, ended, header, offset, over_limit, raise_to, session_cgroup};
 
 /// Arguments recorded at a syscall's entry, by thread (`pid_tgid`).
 #[map]
@@ -53,10 +53,18 @@ const fn arg(n: usize) -> usize {
 }
 const RET: usize = 16;
 
+/// Whether the current task belongs to the session. A task of a session
+/// a limit has ended is killed here, at its first hooked call, so the
+/// session stops at once even before user space reacts.
 #[inline(always)]
 fn in_session() -> bool {
     // SAFETY: bpf_get_current_cgroup_id has no preconditions.
-    (unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() }) == session_cgroup()
+    let inside = (unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() }) == session_cgroup();
+    if inside && ended() {
+        // SAFETY: SIGKILL to the current task, delivered on return to user space.
+        unsafe { aya_ebpf::helpers::bpf_send_signal(9) };
+    }
+    inside
 }
 
 #[inline(always)]

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod doctor;
 pub mod escape;
+pub mod journal;
 pub mod monitor;
 pub mod profile;
 pub mod sandbox;

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand.
 
 pub mod doctor;
+pub mod journal;
 pub mod profile;
 pub mod run;
 pub mod schema;
@@ -30,6 +31,9 @@ pub enum Command {
     Profile(profile::ProfileCommand),
     /// Probe what this host can enforce
     Doctor(doctor::DoctorArgs),
+    /// Check the journal
+    #[command(subcommand)]
+    Journal(journal::JournalCommand),
     /// Print the JSON Schema of a file `run` writes
     Schema {
         #[arg(value_enum)]
@@ -45,6 +49,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Profile(cmd) => profile::run(cmd, config.as_deref()),
         Command::Doctor(args) => doctor::run(args),
         Command::Schema { which } => schema::run(which),
+        Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
     }
 }
 

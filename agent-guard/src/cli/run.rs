@@ -80,6 +80,11 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     let policy = profile::load(&path, &ctx, &host)?;
     let role = policy.role.clone();
     let cgroups = CgroupRoots::discover(Path::new("/proc/self/mountinfo"))?;
+    let open_journal = || {
+        crate::journal::Journal::open(&host.journal.dir, host.journal.max_file_size.0)
+            .with_context(|| format!("opening the journal {} (set [journal] dir in the host config)", host.journal.dir.display()))
+    };
+    let journal = open_journal()?;
     let outcome = session::run(RunRequest {
         policy,
         argv: args.command,
@@ -89,8 +94,16 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         cgroups,
         freeze_grace: args.freeze_grace.0,
         events_json: args.events_json.clone(),
+        journal: Some(journal),
     })?;
     let summary = crate::session::summary::Summary::new(&outcome, &role, args.agent.as_deref());
+    open_journal()?
+        .append(&[crate::journal::Entry {
+            kind: "session_end".to_owned(),
+            session: Some(outcome.session.clone()),
+            data: serde_json::to_value(&summary)?,
+        }])
+        .context("journaling the end of the session")?;
     if let Some(path) = &args.summary_json {
         summary.write_json(path).with_context(|| format!("writing the summary to {}", path.display()))?;
     }

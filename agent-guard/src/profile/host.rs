@@ -22,6 +22,34 @@ pub struct HostConfig {
     /// Environment name to what belongs to it.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentDef>,
+    #[serde(default)]
+    pub journal: JournalConfig,
+}
+
+/// `[journal]`: where sessions are recorded.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// The journal directory.
+    #[serde(default = "default_journal_dir")]
+    pub dir: PathBuf,
+    /// Rotate a journal file past this size.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: super::ByteSize,
+}
+
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from(crate::journal::DEFAULT_DIR)
+}
+
+fn default_max_file_size() -> super::ByteSize {
+    super::ByteSize(crate::journal::DEFAULT_MAX_FILE_BYTES)
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig { dir: default_journal_dir(), max_file_size: default_max_file_size() }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -103,6 +103,8 @@ pub struct Policy {
     pub environment: String,
     /// The profile file it came from.
     pub source: PathBuf,
+    /// SHA-256 of the profile file's bytes, hex.
+    pub sha256: String,
     pub run_as: Option<RunAs>,
     pub workdir: PathBuf,
     pub home: PathBuf,
@@ -166,6 +168,7 @@ impl Policy {
             description: String::new(),
             environment: String::new(),
             source: PathBuf::new(),
+            sha256: String::new(),
             run_as: None,
             workdir: workdir.to_owned(),
             home: workdir.to_owned(),

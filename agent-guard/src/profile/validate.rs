@@ -176,6 +176,10 @@ pub(super) fn resolve(
         description: role.description.clone(),
         environment: role.environment.get_ref().clone(),
         source: source.path.clone(),
+        sha256: {
+            use sha2::Digest;
+            sha2::Sha256::digest(source.text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        },
         run_as,
         workdir: ctx.workdir.clone(),
         home,

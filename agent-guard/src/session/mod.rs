@@ -20,6 +20,7 @@ use std::{
 use agent_guard_common::session::{Counter, COUNTERS};
 
 use crate::{
+    journal::{Entry, Journal},
     monitor::{events::Event, Monitor},
     profile::Policy,
     sandbox::{
@@ -40,6 +41,8 @@ pub enum SessionError {
     Child { session: String, #[source] source: child::ChildError },
     #[error("{what}: {source}")]
     Sys { what: &'static str, #[source] source: std::io::Error },
+    #[error(transparent)]
+    Journal(crate::journal::JournalError),
 }
 
 fn list(gaps: &[Gap]) -> String {
@@ -64,6 +67,8 @@ pub struct RunRequest {
     pub freeze_grace: Duration,
     /// Where to write the session's events as JSON lines.
     pub events_json: Option<PathBuf>,
+    /// The journal that records the session (start, events, alerts).
+    pub journal: Option<Journal>,
 }
 
 /// Why a session ended.
@@ -163,7 +168,9 @@ pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
 }
 
 /// Runs one session to its end.
-pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
+pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
+    let mut journal = req.journal.take();
+    let req = req;
     let policy = &req.policy;
     let mut gaps = enforcement_gaps(policy, &req.cgroups);
     if !gaps.is_empty() && !req.best_effort {
@@ -244,7 +251,28 @@ pub fn run(req: RunRequest) -> Result<Outcome, SessionError> {
     };
     let mut monitor = monitor;
     let guardian = guardian::Guardian::spawn(&cgroup).map_err(|source| SessionError::Sys { what: "starting the session's guardian", source })?;
-    let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut());
+    if let Some(j) = &mut journal {
+        let argv: Vec<String> = req.argv.iter().map(|a| crate::escape::bytes_for_terminal(a.as_bytes())).collect();
+        j.append(&[Entry {
+            kind: "session_start".to_owned(),
+            session: Some(session.clone()),
+            data: serde_json::json!({
+                "role": policy.role,
+                "environment": policy.environment,
+                "agent": req.agent,
+                "uid": nix::unistd::getuid().as_raw(),
+                "run_as": policy.run_as.as_ref().map(|r| r.uid),
+                "argv": argv,
+                "workdir": policy.workdir,
+                "profile": policy.source,
+                "profile_sha256": policy.sha256,
+                "cgroup_id": monitor.as_ref().map(|m| m.cgroup_id),
+                "unenforced": gaps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        }])
+        .map_err(journal_err)?;
+    }
+    let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut(), journal);
     let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
         // Orphans re-parented to us (we are their subreaper) are dead now; collect
         // them so that none lingers as a zombie after the session.
@@ -292,6 +320,7 @@ fn supervise(
     cgroup: &SessionCgroup,
     session: &str,
     monitor: Option<&mut Monitor>,
+    journal: Option<Journal>,
 ) -> Result<Outcome, SessionError> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -307,10 +336,16 @@ fn supervise(
         // Orphans of the agent are re-parented to us, so we can reap them.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let result = supervise_blocked(req, plan, cgroup, session, &set, &old, monitor);
+    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &old }, monitor, journal);
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result
+}
+
+/// The signals the supervisor handles (blocked) and the mask it found.
+struct SignalMasks<'a> {
+    handled: &'a libc::sigset_t,
+    old: &'a libc::sigset_t,
 }
 
 /// What the supervisor loop waits for next.
@@ -360,10 +395,11 @@ fn supervise_blocked(
     plan: &ChildPlan,
     cgroup: &SessionCgroup,
     session: &str,
-    set: &libc::sigset_t,
-    old: &libc::sigset_t,
+    masks: SignalMasks<'_>,
     mut monitor: Option<&mut Monitor>,
+    journal: Option<Journal>,
 ) -> Result<Outcome, SessionError> {
+    let SignalMasks { handled: set, old } = masks;
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -399,7 +435,7 @@ fn supervise_blocked(
         return Err(SessionError::Child { session: session.to_owned(), source: err });
     }
 
-    let mut sink = EventSink::open(req.events_json.as_deref(), session)?;
+    let mut sink = Recorder::open(req.events_json.as_deref(), journal, session)?;
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
     let mut frozen_until: Option<(Instant, Counter)> = None;
@@ -409,10 +445,11 @@ fn supervise_blocked(
         req.policy.role,
         req.agent.as_deref().map(|a| format!(", agent {}", crate::escape::for_terminal(a))).unwrap_or_default()
     );
-    let status = 'outer: loop {
+    let status = loop {
         let now = Instant::now();
         if let Some((until, counter)) = frozen_until {
             if now >= until {
+                sink.alert(serde_json::json!({ "alert": "freeze_grace_expired", "counter": counter.name() }))?;
                 eprintln!("agent-guard: {who}: nobody resumed the frozen session within {}; ending it", crate::profile::HumanDuration(req.freeze_grace));
                 ended_by = EndedBy::Limit(counter);
                 break end_session(cgroup, pid)?;
@@ -420,6 +457,7 @@ fn supervise_blocked(
         }
         if wall_deadline.is_some_and(|d| now >= d) {
             ended_by = EndedBy::WallTime;
+            sink.alert(serde_json::json!({ "alert": "wall_time", "limit": req.policy.limits.wall_time.map(|w| w.to_string()) }))?;
             eprintln!(
                 "agent-guard: {who}: wall_time {} reached; ending the session",
                 req.policy.limits.wall_time.map(|w| w.to_string()).unwrap_or_default()
@@ -435,25 +473,50 @@ fn supervise_blocked(
             Wake::Events => {
                 let Some(m) = monitor.as_deref_mut() else { continue };
                 let batch = m.drain();
-                if let Ok(c) = m.counters() {
-                    sink.lost(c[Counter::EventsLost as usize])?;
-                }
-                for event in batch {
-                    sink.event(&event)?;
-                    if let Event::Limit { counter, freeze, value, limit, .. } = event {
-                        eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
-                        if freeze && frozen_until.is_none() {
+                // Act on limits first: the journal's fsync must not delay a kill.
+                let mut end_now = None;
+                let mut alerts = Vec::new();
+                for event in &batch {
+                    if let Event::Limit { counter, freeze, value, limit, .. } = *event {
+                        let first_freeze = freeze && frozen_until.is_none();
+                        if first_freeze {
                             cgroup.set_frozen(true).map_err(SandboxError::from)?;
+                            frozen_until = Some((Instant::now() + req.freeze_grace, counter));
+                        } else if !freeze && end_now.is_none() {
+                            end_now = Some(counter);
+                        }
+                        let action = if freeze { "freeze" } else { "kill" };
+                        eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
+                        if first_freeze {
                             eprintln!(
                                 "agent-guard: {who}: FROZEN for an operator; it will be killed in {} (resume needs the daemon)",
                                 crate::profile::HumanDuration(req.freeze_grace)
                             );
-                            frozen_until = Some((Instant::now() + req.freeze_grace, counter));
-                        } else if !freeze {
-                            ended_by = EndedBy::Limit(counter);
-                            break 'outer end_session(cgroup, pid)?;
                         }
+                        alerts.push(serde_json::json!({
+                            "alert": "limit", "counter": counter.name(), "value": value, "limit": limit, "action": action,
+                        }));
                     }
+                }
+                let status = match end_now {
+                    Some(counter) => {
+                        ended_by = EndedBy::Limit(counter);
+                        Some(end_session(cgroup, pid)?)
+                    }
+                    None => None,
+                };
+                if let Ok(c) = m.counters() {
+                    sink.lost(c[Counter::EventsLost as usize])?;
+                }
+                for event in &batch {
+                    sink.event(event)?;
+                }
+                sink.commit()?;
+                for alert in alerts {
+                    sink.alert(alert)?;
+                }
+                if let Some(st) = status {
+                    break st;
                 }
             }
             Wake::Signal(info) => {
@@ -506,21 +569,28 @@ fn supervise_blocked(
     })
 }
 
-/// Writes events as JSON lines when `--events-json` asked for them.
-struct EventSink {
+/// Where a session's events go: the `--events-json` file and the journal.
+/// Journal entries are committed (durably) batch by batch.
+struct Recorder {
     out: Option<std::io::BufWriter<fs::File>>,
+    journal: Option<Journal>,
+    pending: Vec<Entry>,
     session: String,
     /// Events lost that an `events_lost` record has reported already.
     lost_reported: u64,
 }
 
-impl EventSink {
-    fn open(path: Option<&std::path::Path>, session: &str) -> Result<EventSink, SessionError> {
+fn journal_err(source: crate::journal::JournalError) -> SessionError {
+    SessionError::Journal(source)
+}
+
+impl Recorder {
+    fn open(path: Option<&std::path::Path>, journal: Option<Journal>, session: &str) -> Result<Recorder, SessionError> {
         let out = match path {
             Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).map_err(|source| SessionError::Sys { what: "creating the events file", source })?)),
             None => None,
         };
-        Ok(EventSink { out, session: session.to_owned(), lost_reported: 0 })
+        Ok(Recorder { out, journal, pending: Vec::new(), session: session.to_owned(), lost_reported: 0 })
     }
 
     fn write(&mut self, record: &crate::monitor::record::EventRecord) -> Result<(), SessionError> {
@@ -531,14 +601,27 @@ impl EventSink {
                 .and_then(|()| out.write_all(b"\n"))
                 .map_err(|source| SessionError::Sys { what: "writing the events file", source })?;
         }
+        if self.journal.is_some() {
+            self.pending.push(Entry {
+                kind: "event".to_owned(),
+                session: Some(self.session.clone()),
+                data: serde_json::to_value(record).unwrap_or_default(),
+            });
+        }
         Ok(())
     }
 
     fn event(&mut self, event: &Event) -> Result<(), SessionError> {
-        if self.out.is_none() {
+        if self.out.is_none() && self.journal.is_none() {
             return Ok(());
         }
         self.write(&crate::monitor::record::EventRecord::from_event(&self.session, event))
+    }
+
+    /// An alert for the operator, journaled at once.
+    fn alert(&mut self, data: serde_json::Value) -> Result<(), SessionError> {
+        self.pending.push(Entry { kind: "alert".to_owned(), session: Some(self.session.clone()), data });
+        self.commit_with(true)
     }
 
     /// Reports, as an `events_lost` record in the stream, losses since the
@@ -552,11 +635,31 @@ impl EventSink {
         Ok(())
     }
 
-    /// Reports the last losses and flushes to disk: the events file
-    /// survives a crash of what follows.
+    /// Writes the batch to the journal; `durable` waits for the disk (alerts
+    /// and the end do; the event stream does not, so that the journal never
+    /// slows the supervisor's reaction to the next limit).
+    fn commit_with(&mut self, durable: bool) -> Result<(), SessionError> {
+        if let Some(j) = &mut self.journal {
+            if durable {
+                j.append(&self.pending).map_err(journal_err)?;
+            } else {
+                j.append_unsynced(&self.pending).map_err(journal_err)?;
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), SessionError> {
+        self.commit_with(false)
+    }
+
+    /// Reports the last losses and flushes everything to disk: the events
+    /// file and the journal survive a crash of what follows.
     fn finish(&mut self, events_lost: u64) -> Result<(), SessionError> {
         use std::io::Write as _;
         self.lost(events_lost)?;
+        self.commit_with(true)?;
         if let Some(out) = &mut self.out {
             out.flush()
                 .and_then(|()| out.get_ref().sync_all())

@@ -48,7 +48,14 @@ impl Case {
         let text = toml.replace("@PROBE@", probe()).replace("@WORK@", &work.to_string_lossy()).replace("@NAME@", name);
         let profile = dir.path().join(format!("{name}.toml"));
         std::fs::write(&profile, text).expect("write profile");
+        // Each case journals into its own directory.
+        let config = format!("[journal]\ndir = {:?}\n", dir.path().join("journal"));
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         Case { dir, profile }
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal")
     }
 
     pub fn work(&self) -> PathBuf {
@@ -58,6 +65,7 @@ impl Case {
     /// A command running `agent-guard run --profile P --workdir W [extra] -- argv`.
     pub fn command(&self, extra: &[&str], argv: &[&str]) -> Command {
         let mut cmd = Command::new(agent_guard());
+        cmd.env("AGENT_GUARD_CONFIG", self.dir.path().join("config.toml"));
         cmd.arg("run").arg("--profile").arg(&self.profile).arg("--workdir").arg(self.work());
         cmd.args(extra).arg("--").args(argv);
         cmd.stdin(Stdio::null());

@@ -1,0 +1,89 @@
+//! The journal that `run` keeps: what a session leaves in it, and
+//! `journal verify` catching tampering on disk.
+
+mod common;
+
+use std::process::Command;
+
+use common::{agent_guard, allowed, base_profile, stdout, Case};
+
+fn records(case: &Case) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(case.journal()).expect("journal dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")) {
+        let text = std::fs::read_to_string(f).expect("read");
+        out.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record")));
+    }
+    out
+}
+
+fn verify(case: &Case) -> std::process::Output {
+    let out = Command::new(agent_guard()).args(["journal", "verify", "--dir"]).arg(case.journal()).output().expect("verify");
+    eprintln!("{}", stdout(&out));
+    out
+}
+
+#[test]
+fn a_session_is_journaled_start_to_end() {
+    let case = Case::new("journaled", &base_profile(""));
+    let out = case.probe(&["exit", "0"]);
+    assert_eq!(out.status.code(), Some(0));
+    let rs = records(&case);
+    let kinds: Vec<&str> = rs.iter().map(|r| r["kind"].as_str().unwrap_or("")).collect();
+    assert_eq!(kinds.first(), Some(&"session_start"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"session_end"), "{kinds:?}");
+    assert!(kinds.contains(&"event"), "{kinds:?}");
+    let start = &rs[0];
+    let profile = std::fs::read(&case.profile).expect("profile");
+    let sha: String = {
+        // The journal names the exact profile text the session ran under.
+        let out = Command::new("sha256sum").arg(&case.profile).output().expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+    };
+    assert!(!profile.is_empty());
+    assert_eq!(start["data"]["profile_sha256"], sha.as_str(), "{start}");
+    assert_eq!(start["data"]["role"], "journaled");
+    let end = rs.last().expect("end");
+    assert_eq!(end["data"]["ended_by"], "exit");
+    assert_eq!(end["session"], start["session"]);
+    // Sequence numbers run without gaps, each record chained to the one before.
+    for (i, r) in rs.iter().enumerate() {
+        assert_eq!(r["seq"], i as u64 + 1);
+        if i > 0 {
+            assert_eq!(r["prev"], rs[i - 1]["hash"]);
+        }
+    }
+    assert_eq!(verify(&case).status.code(), Some(0));
+}
+
+#[test]
+fn verify_catches_an_edited_record() {
+    let case = Case::new("tamper", &base_profile(""));
+    allowed(&case.probe(&["pid"]));
+    allowed(&case.probe(&["pid"]));
+    assert_eq!(verify(&case).status.code(), Some(0));
+    let file = case.journal().join("journal-000001.jsonl");
+    let text = std::fs::read_to_string(&file).expect("journal");
+    // Rewrite history: make the first session look like another role.
+    let forged = text.replacen("\"role\":\"tamper\"", "\"role\":\"trusted\"", 1);
+    assert_ne!(forged, text);
+    std::fs::write(&file, forged).expect("write");
+    let out = verify(&case);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("journal-000001.jsonl:1: record 1 does not match its hash"), "{}", stdout(&out));
+}
+
+#[test]
+fn limit_alerts_are_journaled() {
+    let profile = base_profile("").replace("wall_time = \"2m\"", "wall_time = \"1s\"");
+    let case = Case::new("alerts", &profile);
+    let out = case.probe(&["sleep", "30"]);
+    assert_eq!(out.status.code(), Some(137));
+    let rs = records(&case);
+    assert!(
+        rs.iter().any(|r| r["kind"] == "alert" && r["data"]["alert"] == "wall_time"),
+        "{rs:?}"
+    );
+    assert_eq!(rs.last().expect("end")["data"]["ended_by"], "wall_time");
+}

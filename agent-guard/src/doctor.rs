@@ -202,7 +202,7 @@ fn monitor_check(roots: &CgroupRoots) -> Check {
     }
     let policy = crate::profile::Policy::probe_only(&dir);
     let started = std::time::Instant::now();
-    let result = crate::monitor::Monitor::attach(&policy, &dir, std::path::Path::new(crate::session::DEFAULT_RUNTIME_DIR));
+    let result = crate::monitor::Monitor::attach(&policy, &dir, None);
     let took = started.elapsed();
     let out = match result {
         Ok(m) => {

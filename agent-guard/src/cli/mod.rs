@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod control;
 pub mod doctor;
 pub mod journal;
 pub mod profile;
@@ -31,6 +32,18 @@ pub enum Command {
     Profile(profile::ProfileCommand),
     /// Probe what this host can enforce
     Doctor(doctor::DoctorArgs),
+    /// List running sessions
+    Ps(control::PsArgs),
+    /// End sessions (by id, role, or all) and wait until their processes are gone
+    Kill(control::KillArgs),
+    /// Freeze a session (cgroup.freeze) for an operator to look at
+    Freeze(control::SessionArg),
+    /// Thaw a frozen session, also one frozen by a limit
+    Resume(control::SessionArg),
+    /// Kill every session and refuse new ones until `unlock` (survives restarts)
+    Lockdown(control::ReasonArg),
+    /// Lift the lockdown
+    Unlock(control::ReasonArg),
     /// Check the journal
     #[command(subcommand)]
     Journal(journal::JournalCommand),
@@ -50,6 +63,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args),
         Command::Schema { which } => schema::run(which),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
+        Command::Ps(args) => control::ps(args, config.as_deref()),
+        Command::Kill(args) => control::kill(args, config.as_deref()),
+        Command::Freeze(args) => control::freeze(args, config.as_deref(), true),
+        Command::Resume(args) => control::freeze(args, config.as_deref(), false),
+        Command::Lockdown(args) => control::lockdown(args, config.as_deref()),
+        Command::Unlock(args) => control::unlock(args, config.as_deref()),
     }
 }
 

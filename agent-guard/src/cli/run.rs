@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args};
 use crate::{
     profile::{self, Context},
     sandbox::cgroup::CgroupRoots,
-    session::{self, RunRequest, DEFAULT_RUNTIME_DIR},
+    session::{self, RunRequest},
 };
 
 #[derive(Debug, Args)]
@@ -90,11 +90,12 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         argv: args.command,
         agent: args.agent.clone(),
         best_effort: args.best_effort,
-        runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
+        runtime_dir: host.runtime_dir.clone(),
         cgroups,
         freeze_grace: args.freeze_grace.0,
         events_json: args.events_json.clone(),
         journal: Some(journal),
+        state_dir: host.state_dir.clone(),
     })?;
     let summary = crate::session::summary::Summary::new(&outcome, &role, args.agent.as_deref());
     open_journal()?

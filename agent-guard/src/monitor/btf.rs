@@ -2,7 +2,7 @@
 //! has no CO-RE field relocations, so user space finds them in the
 //! kernel's BTF and passes them as globals). Parsing the kernel's BTF
 //! takes tens of milliseconds, so the result is cached per kernel build
-//! under the runtime directory.
+//! in [`CACHE_DIR`].
 
 use std::path::Path;
 
@@ -17,6 +17,10 @@ pub enum BtfError {
     #[error("kernel BTF has no {0}")]
     Missing(&'static str),
 }
+
+/// Where the offsets found for a kernel build are cached (shared by all
+/// sessions whatever their runtime directory: it depends on the kernel only).
+pub const CACHE_DIR: &str = "/var/cache/agent-guard";
 
 /// Byte offsets of the fields the programs follow, in this order:
 /// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`,

@@ -55,6 +55,54 @@ pub struct Monitor {
     ebpf: Ebpf,
     events: RingBuf<MapData>,
     pub cgroup_id: u64,
+    /// Where the counters map is pinned for `ps`, if it is.
+    pub counters_pin: Option<std::path::PathBuf>,
+}
+
+/// bpffs, where maps are pinned.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Pins the counters map under bpffs (mounting it if needed); a failure
+/// only costs `ps` its live counters, so it is logged, not fatal.
+fn pin_counters(ebpf: &Ebpf, requested: &Path) -> Option<std::path::PathBuf> {
+    let bpffs = Path::new(BPFFS);
+    let mounted = fs::read_to_string("/proc/self/mountinfo").is_ok_and(|t| t.lines().any(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf ")));
+    if !mounted {
+        if let Err(e) = nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>) {
+            tracing::debug!("mounting bpffs at {BPFFS}: {e}");
+            return None;
+        }
+    }
+    let name = requested.file_name()?;
+    let dir = bpffs.join("agent-guard");
+    let _ = fs::create_dir_all(&dir);
+    let path = dir.join(name);
+    match ebpf.map("COUNTERS_MAP").map(|m| m.pin(&path)) {
+        Some(Ok(())) => Some(path),
+        other => {
+            tracing::debug!("pinning the counters map at {}: {other:?}", path.display());
+            None
+        }
+    }
+}
+
+/// Reads a session's counters from where its supervisor pinned them.
+pub fn pinned_counters(path: &Path) -> Option<[u64; COUNTERS]> {
+    let data = MapData::from_pin(path).ok()?;
+    let map: Array<_, u64> = Array::try_from(aya::maps::Map::Array(data)).ok()?;
+    let mut out = [0; COUNTERS];
+    for c in Counter::ALL {
+        out[c as usize] = map.get(&(c as u32), 0).ok()?;
+    }
+    Some(out)
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(p) = &self.counters_pin {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 /// System-wide tracepoints: (program, category, tracepoint).
@@ -97,13 +145,14 @@ const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "send
 impl Monitor {
     /// Loads the object for the session whose cgroup v2 directory is
     /// `cgroup_dir`, and attaches it there.
-    /// `runtime_dir` holds the cache of kernel field offsets.
-    pub fn attach(policy: &Policy, cgroup_dir: &Path, runtime_dir: &Path) -> Result<Monitor, MonitorError> {
+    /// With `pin`, the counters map is pinned there (on bpffs, mounted if
+    /// needed) so that `agent-guard ps` can read it; unpinned on drop.
+    pub fn attach(policy: &Policy, cgroup_dir: &Path, pin: Option<&Path>) -> Result<Monitor, MonitorError> {
         let cgroup_id = fs::metadata(cgroup_dir)
             .map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?
             .ino();
         let limits = limits_array(policy);
-        let offsets = btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), runtime_dir)?;
+        let offsets = btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), Path::new(btf::CACHE_DIR))?;
         let on_limit = match policy.limits.on_limit {
             OnLimit::Kill => ON_LIMIT_KILL,
             OnLimit::Freeze => ON_LIMIT_FREEZE,
@@ -192,7 +241,11 @@ impl Monitor {
         }
 
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(MonitorError::MissingMap("EVENTS"))?).map_err(map_err("EVENTS"))?;
-        Ok(Monitor { ebpf, events, cgroup_id })
+        let counters_pin = match pin {
+            Some(requested) => pin_counters(&ebpf, requested),
+            None => None,
+        };
+        Ok(Monitor { ebpf, events, cgroup_id, counters_pin })
     }
 
     /// The counters as they stand now (exact: kept in the kernel).

@@ -16,7 +16,7 @@ use super::diag::{Diagnostic, SourceFile};
 /// `$AGENT_GUARD_CONFIG` say otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/agent-guard/config.toml";
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// Environment name to what belongs to it.
@@ -24,6 +24,31 @@ pub struct HostConfig {
     pub environments: BTreeMap<String, EnvironmentDef>,
     #[serde(default)]
     pub journal: JournalConfig,
+    /// Runtime files: live sessions, mask sources, caches.
+    #[serde(default = "default_runtime_dir")]
+    pub runtime_dir: PathBuf,
+    /// Persistent state: the lockdown switch.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_runtime_dir() -> PathBuf {
+    PathBuf::from(crate::session::DEFAULT_RUNTIME_DIR)
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(crate::session::registry::DEFAULT_STATE_DIR)
+}
+
+impl Default for HostConfig {
+    fn default() -> HostConfig {
+        HostConfig {
+            environments: BTreeMap::new(),
+            journal: JournalConfig::default(),
+            runtime_dir: default_runtime_dir(),
+            state_dir: default_state_dir(),
+        }
+    }
 }
 
 /// `[journal]`: where sessions are recorded.

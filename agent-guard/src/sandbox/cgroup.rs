@@ -286,6 +286,11 @@ impl SessionCgroup {
         write_file(&self.v2.join("cgroup.freeze"), if frozen { "1" } else { "0" })
     }
 
+    /// Whether the session is frozen now (`cgroup.freeze` reads 1).
+    pub fn is_frozen(&self) -> bool {
+        fs::read_to_string(self.v2.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1")
+    }
+
     /// Removes the session's directories. The cgroups must be empty.
     pub fn remove(&self) -> Result<(), CgroupError> {
         for dir in std::iter::once(&self.v2).chain(&self.v1) {

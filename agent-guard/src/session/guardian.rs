@@ -29,7 +29,9 @@ impl Guardian {
     /// Forks the guardian (twice, so that it is not our child and never
     /// waits on us to reap it). It inherits every fd open now, the
     /// monitor's among them: spawn it after the monitor is attached.
-    pub fn spawn(cgroup: &SessionCgroup) -> std::io::Result<Guardian> {
+    /// `leftovers` are files to remove if it has to clean up (the session's
+    /// registry record, its pinned map).
+    pub fn spawn(cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf]) -> std::io::Result<Guardian> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -50,7 +52,7 @@ impl Guardian {
                     libc::_exit(0);
                 }
             }
-            watch(&rx, cgroup);
+            watch(&rx, cgroup, leftovers);
             // SAFETY: ending the guardian without running the supervisor's destructors.
             unsafe { libc::_exit(0) }
         }
@@ -75,7 +77,7 @@ impl Guardian {
 
 /// The guardian's life: detach from the terminal, wait, and clean up if
 /// the supervisor vanished.
-fn watch(rx: &OwnedFd, cgroup: &SessionCgroup) {
+fn watch(rx: &OwnedFd, cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf]) {
     // SAFETY: setsid and dup2 onto stdio: no memory is involved.
     unsafe {
         // Out of the terminal's process group: Ctrl-C is for the agent, not for us.
@@ -103,5 +105,8 @@ fn watch(rx: &OwnedFd, cgroup: &SessionCgroup) {
     if !done {
         let _ = cgroup.kill_all(|| {});
         let _ = cgroup.remove();
+        for path in leftovers {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

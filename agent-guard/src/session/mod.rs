@@ -6,6 +6,7 @@
 //! `agent-guard run` uses it in-process; the daemon will drive the same code.
 
 pub mod guardian;
+pub mod registry;
 pub mod summary;
 
 use std::{
@@ -43,6 +44,10 @@ pub enum SessionError {
     Sys { what: &'static str, #[source] source: std::io::Error },
     #[error(transparent)]
     Journal(crate::journal::JournalError),
+    #[error("agent-guard is in lockdown (since {since}, by uid {by_uid}{}): no session may start until `agent-guard unlock`", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Lockdown { since: String, by_uid: u32, reason: Option<String> },
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
 }
 
 fn list(gaps: &[Gap]) -> String {
@@ -69,6 +74,8 @@ pub struct RunRequest {
     pub events_json: Option<PathBuf>,
     /// The journal that records the session (start, events, alerts).
     pub journal: Option<Journal>,
+    /// Where the lockdown switch lives.
+    pub state_dir: PathBuf,
 }
 
 /// Why a session ended.
@@ -81,6 +88,8 @@ pub enum EndedBy {
     /// A counter passed its limit (and `on_limit` killed the session, or
     /// froze it and nobody resumed it within the grace period).
     Limit(Counter),
+    /// An operator ended it (`agent-guard kill` or `lockdown`).
+    Operator,
 }
 
 impl std::fmt::Display for EndedBy {
@@ -89,6 +98,7 @@ impl std::fmt::Display for EndedBy {
             EndedBy::Exit => f.write_str("exit"),
             EndedBy::WallTime => f.write_str("wall_time"),
             EndedBy::Limit(c) => write!(f, "limit:{}", c.name()),
+            EndedBy::Operator => f.write_str("operator"),
         }
     }
 }
@@ -169,6 +179,9 @@ pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
 
 /// Runs one session to its end.
 pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
+    if let Some(l) = registry::read_lockdown(&req.state_dir) {
+        return Err(SessionError::Lockdown { since: format!("{} ms after the epoch", l.since_ms), by_uid: l.by_uid, reason: l.reason });
+    }
     let mut journal = req.journal.take();
     let req = req;
     let policy = &req.policy;
@@ -204,7 +217,9 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The monitor attaches to the cgroup before the agent joins it.
     let attaching = Instant::now();
-    let monitor = match Monitor::attach(policy, &cgroup.v2, &req.runtime_dir) {
+    // bpffs refuses names with a dot.
+    let pin = req.runtime_dir.join("sessions").join(format!("{session}-counters"));
+    let monitor = match Monitor::attach(policy, &cgroup.v2, Some(&pin)) {
         Ok(m) => {
             tracing::debug!(session = %session, "monitor loaded and attached in {:?}", attaching.elapsed());
             Some(m)
@@ -250,7 +265,14 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         envp: sandbox::env_cstrings(&env)?,
     };
     let mut monitor = monitor;
-    let guardian = guardian::Guardian::spawn(&cgroup).map_err(|source| SessionError::Sys { what: "starting the session's guardian", source })?;
+    let leftovers = [
+        req.runtime_dir.join("sessions").join(format!("{session}.json")),
+        req.runtime_dir.join("sessions").join(format!("{session}.ended")),
+    ]
+    .into_iter()
+    .chain(monitor.as_ref().and_then(|m| m.counters_pin.clone()))
+    .collect::<Vec<_>>();
+    let guardian = guardian::Guardian::spawn(&cgroup, &leftovers).map_err(|source| SessionError::Sys { what: "starting the session's guardian", source })?;
     if let Some(j) = &mut journal {
         let argv: Vec<String> = req.argv.iter().map(|a| crate::escape::bytes_for_terminal(a.as_bytes())).collect();
         j.append(&[Entry {
@@ -273,6 +295,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         .map_err(journal_err)?;
     }
     let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut(), journal);
+    registry::Registry::new(&req.runtime_dir).remove(&session);
     let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
         // Orphans re-parented to us (we are their subreaper) are dead now; collect
         // them so that none lingers as a zombie after the session.
@@ -435,6 +458,18 @@ fn supervise_blocked(
         return Err(SessionError::Child { session: session.to_owned(), source: err });
     }
 
+    let registry = registry::Registry::new(&req.runtime_dir);
+    registry.add(&registry::SessionRecord {
+        session: session.to_owned(),
+        role: req.policy.role.clone(),
+        agent: req.agent.clone(),
+        uid: nix::unistd::getuid().as_raw(),
+        supervisor_pid: std::process::id(),
+        main_pid: pid as u32,
+        cgroup: cgroup.v2.clone(),
+        counters_pin: monitor.as_ref().and_then(|m| m.counters_pin.clone()),
+        started_ms: registry::now_ms(),
+    })?;
     let mut sink = Recorder::open(req.events_json.as_deref(), journal, session)?;
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
@@ -464,9 +499,20 @@ fn supervise_blocked(
             );
             break end_session(cgroup, pid)?;
         }
+        if frozen_until.is_some() && !cgroup.is_frozen() {
+            // An operator thawed it (`agent-guard resume`): the limit stands, the kill does not.
+            frozen_until = None;
+            eprintln!("agent-guard: {who}: resumed by an operator");
+            sink.alert(serde_json::json!({ "alert": "resumed" }))?;
+        }
         let deadline = match (wall_deadline, frozen_until) {
             (Some(a), Some((b, _))) => Some(a.min(b)),
             (a, b) => a.or(b.map(|(b, _)| b)),
+        };
+        // While frozen, look for an operator's resume a few times a second.
+        let deadline = match frozen_until {
+            Some(_) => Some(deadline.map_or(now + Duration::from_millis(200), |d| d.min(now + Duration::from_millis(200)))),
+            None => deadline,
         };
         match wait(&sfd, monitor.as_ref().map(|m| m.events_fd()), deadline)? {
             Wake::Timeout => {}
@@ -536,6 +582,15 @@ fn supervise_blocked(
             }
         }
     };
+    if let Some(ending) = registry.ending(session) {
+        ended_by = EndedBy::Operator;
+        eprintln!(
+            "agent-guard: {who}: ended by an operator (uid {}, {}){}",
+            ending.by_uid,
+            ending.action,
+            ending.reason.as_deref().map(|r| format!(": {}", crate::escape::for_terminal(r))).unwrap_or_default()
+        );
+    }
     let mut events_lost = 0;
     if let Some(m) = monitor {
         // Events still queued when the session ended.

@@ -13,7 +13,7 @@ pub fn agent_guard() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/agent-guard"));
     assert!(bin.is_file(), "agent-guard binary not found at {}: run the tests with `cargo xtask test`", bin.display());
-    bin
+    bin.canonicalize().unwrap_or(bin)
 }
 
 pub fn probe() -> &'static str {
@@ -48,10 +48,26 @@ impl Case {
         let text = toml.replace("@PROBE@", probe()).replace("@WORK@", &work.to_string_lossy()).replace("@NAME@", name);
         let profile = dir.path().join(format!("{name}.toml"));
         std::fs::write(&profile, text).expect("write profile");
-        // Each case journals into its own directory.
-        let config = format!("[journal]\ndir = {:?}\n", dir.path().join("journal"));
+        // Each case keeps its own journal, runtime (registry) and state (lockdown) directories.
+        let config = format!(
+            "runtime_dir = {:?}\nstate_dir = {:?}\n[journal]\ndir = {:?}\n",
+            dir.path().join("run"),
+            dir.path().join("state"),
+            dir.path().join("journal")
+        );
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         Case { dir, profile }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// `agent-guard ARGS` with this case's host config.
+    pub fn ag(&self, args: &[&str]) -> Output {
+        let out = Command::new(agent_guard()).env("AGENT_GUARD_CONFIG", self.config()).args(args).output().expect("agent-guard");
+        eprintln!("$ agent-guard {args:?}\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        out
     }
 
     pub fn journal(&self) -> PathBuf {

@@ -1,0 +1,174 @@
+//! The kill switch without a daemon: ps, kill by session / role / all,
+//! freeze and resume, lockdown that survives restarts, and who may use them.
+
+mod common;
+
+use std::{
+    process::{Child, Command},
+    time::Duration,
+};
+
+use common::{base_profile, stderr, stdout, Case};
+
+/// A profile whose agent can run a shell, so that it can keep forking.
+fn forking_profile(extra: &str) -> String {
+    base_profile(extra).replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/sh\", \"/usr/bin/dash\", \"/usr/bin/sleep\"]")
+}
+
+/// Starts a session that keeps forking until killed.
+fn start_forker(case: &Case, extra: &[&str]) -> Child {
+    let mut args = vec!["--summary-json"];
+    let summary = case.dir.path().join(format!("summary-{}.json", extra.len()));
+    let summary = summary.to_str().expect("utf-8").to_owned();
+    args.push(&summary);
+    args.extend_from_slice(extra);
+    case.command(&args, &["/bin/sh", "-c", "while true; do sleep 0.05 & wait; done"]).spawn().expect("spawn")
+}
+
+fn sessions(case: &Case) -> Vec<serde_json::Value> {
+    let out = case.ag(&["ps", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("ps --json")
+}
+
+fn wait_for_sessions(case: &Case, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..3000 {
+        let s = sessions(case);
+        if s.len() >= n {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{n} sessions never showed up");
+}
+
+fn journal_has(case: &Case, needle: &str) -> bool {
+    std::fs::read_dir(case.journal())
+        .expect("journal")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains(needle))
+}
+
+#[test]
+fn kill_by_session_ends_a_forking_session_and_records_who_and_why() {
+    let case = Case::new("killone", &forking_profile(""));
+    let mut child = start_forker(&case, &[]);
+    let list = wait_for_sessions(&case, 1);
+    let id = list[0]["session"].as_str().expect("id").to_owned();
+    assert_eq!(list[0]["role"], "killone");
+    assert_eq!(list[0]["state"], "running");
+    assert!(list[0]["counters"]["execs"].as_u64().is_some(), "live counters: {}", list[0]);
+    let out = case.ag(&["kill", "--session", &id, "--reason", "incident 42"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(137));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(case.dir.path().join("summary-0.json")).expect("summary")).expect("json");
+    assert_eq!(summary["ended_by"], "operator", "{summary}");
+    assert!(journal_has(&case, "\"reason\":\"incident 42\""));
+    assert!(sessions(&case).is_empty());
+}
+
+#[test]
+fn kill_by_role_and_all() {
+    let a = Case::new("rolea", &forking_profile(""));
+    // Sessions of another role, sharing the same host config (and so registry).
+    let b = Case::new("roleb", &forking_profile(""));
+    std::fs::copy(a.config(), b.config()).expect("share config");
+    let mut a1 = start_forker(&a, &[]);
+    let mut a2 = start_forker(&a, &["--agent", "second"]);
+    let mut b1 = start_forker(&b, &[]);
+    wait_for_sessions(&a, 3);
+    assert_eq!(a.ag(&["kill", "--role", "rolea"]).status.code(), Some(0));
+    assert_eq!(a1.wait().expect("wait").code(), Some(137));
+    assert_eq!(a2.wait().expect("wait").code(), Some(137));
+    let left = sessions(&a);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["role"], "roleb");
+    assert_eq!(a.ag(&["kill", "--all", "--reason", "drill"]).status.code(), Some(0));
+    assert_eq!(b1.wait().expect("wait").code(), Some(137));
+    assert!(sessions(&a).is_empty());
+}
+
+#[test]
+fn lockdown_kills_everything_refuses_new_sessions_and_survives_restarts() {
+    let case = Case::new("lockdown", &forking_profile(""));
+    let mut running = start_forker(&case, &[]);
+    wait_for_sessions(&case, 1);
+    let out = case.ag(&["lockdown", "--reason", "suspected injection"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(running.wait().expect("wait").code(), Some(137));
+    // New sessions are refused, by a fresh process (nothing in memory): the switch is on disk.
+    let out = case.probe(&["exit", "0"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("lockdown") && stderr(&out).contains("suspected injection"), "{}", stderr(&out));
+    assert_eq!(case.ag(&["unlock", "--reason", "all clear"]).status.code(), Some(0));
+    assert_eq!(case.probe(&["exit", "0"]).status.code(), Some(0));
+    assert!(journal_has(&case, "\"action\":\"lockdown\"") && journal_has(&case, "\"action\":\"unlock\""));
+}
+
+#[test]
+fn an_operator_resumes_a_session_frozen_by_a_limit() {
+    let (l, port) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        (l, p)
+    };
+    let profile = forking_profile(&format!("\n[network]\nconnect = [\"127.0.0.1:{port}\"]\n"))
+        .replace("wall_time = \"2m\"", "wall_time = \"2m\"\nconnects = 1\non_limit = \"freeze\"");
+    let case = Case::new("resume", &profile);
+    let probe = common::probe();
+    let script = format!("{probe} connect 127.0.0.1:{port}; {probe} connect 127.0.0.1:{port}; {probe} exit 3");
+    let child = case
+        .command(&["--freeze-grace", "1m"], &["/bin/sh", "-c", &script])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut frozen = None;
+    for _ in 0..3000 {
+        if let Some(s) = sessions(&case).into_iter().find(|s| s["state"] == "frozen") {
+            frozen = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let frozen = frozen.expect("the session froze at the limit");
+    let id = frozen["session"].as_str().expect("id");
+    assert_eq!(case.ag(&["resume", "--session", id, "--reason", "looked fine"]).status.code(), Some(0));
+    let out = child.wait_with_output().expect("wait");
+    drop(l);
+    assert_eq!(out.status.code(), Some(3), "the session ran to its end: {}", stderr(&out));
+    assert!(stderr(&out).contains("resumed by an operator"), "{}", stderr(&out));
+}
+
+#[test]
+fn agents_and_unprivileged_users_cannot_reach_the_kill_switch() {
+    let ag = common::agent_guard();
+    let ag_dir = ag.parent().expect("dir").to_str().expect("utf-8").to_owned();
+    // An agent allowed to run agent-guard itself, and to read what it needs.
+    let profile = base_profile("").replace(
+        "exec = [\"@PROBE@\", \"/usr/bin/true\"]",
+        &format!("exec = [\"@PROBE@\", \"{}\"]", ag.display()),
+    );
+    let profile = profile.replace("read = [\"/usr\"", &format!("read = [\"{ag_dir}\", \"/proc\", \"/usr\""));
+    let case = Case::new("insider", &profile);
+    let config = case.config();
+    let config = config.to_str().expect("utf-8");
+    for cmd in [vec!["ps"], vec!["kill", "--all"], vec!["unlock"], vec!["lockdown"]] {
+        let mut argv = vec![ag.to_str().expect("utf-8"), "--config", config];
+        argv.extend(cmd.iter().copied());
+        let out = case.run_with(&[], &argv);
+        assert_eq!(out.status.code(), Some(125), "{cmd:?} from inside a session: {}", stderr(&out));
+        assert!(stderr(&out).contains("inside an agent session"), "{}", stderr(&out));
+    }
+    // An unprivileged user outside any session.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(&ag)
+        .args(["--config", config, "kill", "--all"])
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
+}

@@ -19,6 +19,12 @@ pub enum Which {
         #[arg(long, default_value_t = 200)]
         runs: usize,
     },
+    /// Kill switch: time from `agent-guard kill --session` to the last process gone, sessions of 1, 100 and 1,000 processes
+    Kill {
+        /// Runs per size
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
     /// Monitor overhead: three workloads bare, inside a session, and outside any session while the monitor is loaded
     Overhead {
         /// Runs per workload and variant
@@ -31,6 +37,7 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Startup { runs } => startup(runs),
         Which::Overhead { runs } => overhead(runs),
+        Which::Kill { runs } => kill(runs),
     }
 }
 
@@ -120,6 +127,84 @@ fn overhead(runs: usize) -> Result<()> {
         let r = |x: Duration| x.as_secs_f64() / b.as_secs_f64();
         println!("| {name} | {:.1} ms | {:.1} ms | {:.3} | {:.1} ms | {:.3} |", ms(b), ms(s), r(s), ms(o), r(o));
     }
+    Ok(())
+}
+
+const KILL_PROFILE: &str = r#"[role]
+name = "killbench"
+description = "kill benchmark sessions"
+environment = "bench"
+
+[filesystem]
+read = ["/usr", "/lib", "/lib64", "/etc", "{workdir}"]
+write = ["/dev/null"]
+exec = ["/usr/bin", "/bin", "@PROBE@"]
+"#;
+
+fn kill(runs: usize) -> Result<()> {
+    crate::run(std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["build", "--release", "-p", "agent-guard-tests", "--bin", "ag-probe"]))?;
+    let ag = root().join("target/release/agent-guard");
+    let probe = root().join("target/release/ag-probe");
+    let dir = std::env::temp_dir().join(format!("ag-bench-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let profile = dir.join("killbench.toml");
+    std::fs::write(&profile, KILL_PROFILE.replace("@PROBE@", &probe.to_string_lossy()))?;
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("runtime_dir = {:?}\nstate_dir = {:?}\n[journal]\ndir = {:?}\n", dir.join("run"), dir.join("state"), dir.join("journal")),
+    )?;
+    println!("kill switch: `agent-guard kill --session ID` until the last process is gone, median of {runs} ({})", std::env::consts::ARCH);
+    println!("| processes in the session | median | min | max |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for size in [1usize, 100, 1000] {
+        let mut samples = Vec::new();
+        for _ in 0..runs {
+            // The first process forks size-1 children that wait, then waits itself.
+            let script = format!("{} forks {} >/dev/null; exec {} sleep 3600", probe.display(), size - 1, probe.display());
+            let mut session = Command::new(&ag)
+                .env("AGENT_GUARD_CONFIG", &config)
+                .args(["run", "--quiet", "--profile"])
+                .arg(&profile)
+                .arg("--workdir")
+                .arg(&dir)
+                .args(["--", "/bin/sh", "-c", &script])
+                .stdout(Stdio::null())
+                .spawn()?;
+            // Wait until the session holds all its processes.
+            let waiting = Instant::now();
+            let id = loop {
+                if waiting.elapsed() > Duration::from_secs(60) {
+                    let _ = session.kill();
+                    bail!("a session of {size} processes never came up");
+                }
+                let out = Command::new(&ag).env("AGENT_GUARD_CONFIG", &config).args(["ps", "--json"]).output()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                if let Some(id) = text.split("\"session\": \"").nth(1).and_then(|r| r.split('"').next()) {
+                    let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/unified/agent-guard/{id}/cgroup.procs"))
+                        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/agent-guard/{id}/cgroup.procs")))
+                        .unwrap_or_default();
+                    if procs.lines().count() >= size {
+                        break id.to_owned();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let start = Instant::now();
+            let out = Command::new(&ag).env("AGENT_GUARD_CONFIG", &config).args(["kill", "--session", &id]).output()?;
+            let took = start.elapsed();
+            if !out.status.success() {
+                bail!("kill failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            samples.push(took);
+            let _ = session.wait();
+        }
+        samples.sort();
+        println!("| {size} | {:.2} ms | {:.2} ms | {:.2} ms |", ms(samples[samples.len() / 2]), ms(samples[0]), ms(samples[samples.len() - 1]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -119,7 +119,9 @@ fn an_operator_resumes_a_session_frozen_by_a_limit() {
         .replace("wall_time = \"2m\"", "wall_time = \"2m\"\nconnects = 1\non_limit = \"freeze\"");
     let case = Case::new("resume", &profile);
     let probe = common::probe();
-    let script = format!("{probe} connect 127.0.0.1:{port}; {probe} connect 127.0.0.1:{port}; {probe} exit 3");
+    // Freezing is user space's reaction to the limit event (milliseconds): give it the
+    // time a real agent would, then exit with a code the test can recognise.
+    let script = format!("{probe} connect 127.0.0.1:{port}; {probe} connect 127.0.0.1:{port}; {probe} sleep 1; {probe} exit 3");
     let child = case
         .command(&["--freeze-grace", "1m"], &["/bin/sh", "-c", &script])
         .stderr(std::process::Stdio::piped())
@@ -133,7 +135,12 @@ fn an_operator_resumes_a_session_frozen_by_a_limit() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let frozen = frozen.expect("the session froze at the limit");
+    let Some(frozen) = frozen else {
+        let mut child = child;
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait");
+        panic!("the session never froze at the limit: {:?} {}", out.status, stderr(&out));
+    };
     let id = frozen["session"].as_str().expect("id");
     assert_eq!(case.ag(&["resume", "--session", id, "--reason", "looked fine"]).status.code(), Some(0));
     let out = child.wait_with_output().expect("wait");

@@ -41,6 +41,30 @@ pub fn run(which: Which) -> Result<()> {
     }
 }
 
+/// What a benchmark that runs sessions needs: the release binaries, a
+/// scratch directory, and its profile written there.
+struct Setup {
+    ag: std::path::PathBuf,
+    probe: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    profile: std::path::PathBuf,
+}
+
+/// Builds ag-probe and writes `profile` (with `@PROBE@` filled in) as `NAME.toml`
+/// in a fresh scratch directory.
+fn setup(name: &str, profile: &str) -> Result<Setup> {
+    crate::run(std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root())
+        .args(["build", "--release", "-p", "agent-guard-tests", "--bin", "ag-probe"]))?;
+    let ag = root().join("target/release/agent-guard");
+    let probe = root().join("target/release/ag-probe");
+    let dir = std::env::temp_dir().join(format!("ag-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, profile.replace("@PROBE@", &probe.to_string_lossy()))?;
+    Ok(Setup { ag, probe, dir, profile: path })
+}
+
 /// The profile the overhead workloads run under: what they need, no more.
 const BENCH_PROFILE: &str = r#"[role]
 name = "bench"
@@ -54,15 +78,7 @@ exec = ["/usr/bin", "/bin", "@PROBE@"]
 "#;
 
 fn overhead(runs: usize) -> Result<()> {
-    crate::run(std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root())
-        .args(["build", "--release", "-p", "agent-guard-tests", "--bin", "ag-probe"]))?;
-    let ag = root().join("target/release/agent-guard");
-    let probe = root().join("target/release/ag-probe");
-    let dir = std::env::temp_dir().join(format!("ag-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let profile = dir.join("bench.toml");
-    std::fs::write(&profile, BENCH_PROFILE.replace("@PROBE@", &probe.to_string_lossy()))?;
+    let Setup { ag, probe, dir, profile } = setup("bench", BENCH_PROFILE)?;
     let out_file = dir.join("dd.out");
     let workloads: [(&str, Vec<String>); 3] = [
         (
@@ -142,15 +158,7 @@ exec = ["/usr/bin", "/bin", "@PROBE@"]
 "#;
 
 fn kill(runs: usize) -> Result<()> {
-    crate::run(std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root())
-        .args(["build", "--release", "-p", "agent-guard-tests", "--bin", "ag-probe"]))?;
-    let ag = root().join("target/release/agent-guard");
-    let probe = root().join("target/release/ag-probe");
-    let dir = std::env::temp_dir().join(format!("ag-bench-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let profile = dir.join("killbench.toml");
-    std::fs::write(&profile, KILL_PROFILE.replace("@PROBE@", &probe.to_string_lossy()))?;
+    let Setup { ag, probe, dir, profile } = setup("killbench", KILL_PROFILE)?;
     let config = dir.join("config.toml");
     std::fs::write(
         &config,

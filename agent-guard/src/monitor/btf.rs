@@ -72,8 +72,12 @@ pub fn field_offsets(vmlinux: &Path, cache_dir: &Path) -> Result<FieldOffsets, B
             _ => return Err(BtfError::Missing(field)),
         };
     }
+    // Written aside and renamed, so that a concurrent session never reads half of it.
     let _ = std::fs::create_dir_all(cache_dir);
-    let _ = std::fs::write(&cache, out.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+    let tmp = cache_dir.join(format!(".btf-offsets-{}", std::process::id()));
+    if std::fs::write(&tmp, out.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")).is_ok() {
+        let _ = std::fs::rename(&tmp, &cache);
+    }
     Ok(out)
 }
 

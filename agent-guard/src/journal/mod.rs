@@ -17,7 +17,10 @@ pub mod verify;
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
-    os::fd::AsRawFd,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{DirBuilderExt, OpenOptionsExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -149,9 +152,10 @@ struct Tail {
 impl Journal {
     /// Opens (creating) the journal in `dir`.
     pub fn open(dir: &Path, max_file_bytes: u64) -> Result<Journal, JournalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Root only: the journal holds argv, paths and destinations of every session.
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(io_err(&lock_path))?;
         Ok(Journal { dir: dir.to_owned(), max_file_bytes: max_file_bytes.max(4096), lock })
     }
 
@@ -231,7 +235,7 @@ impl Journal {
     fn append_locked(&mut self, entries: &[Entry], sync: bool) -> Result<u64, JournalError> {
         let mut tail = self.tail()?;
         let mut path = self.dir.join(file_name(tail.file_no));
-        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let mut file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io_err(&path))?;
         let mut pending: Vec<Entry> = Vec::with_capacity(entries.len() + 1);
         if let Some((torn_path, offset, len)) = &tail.torn {
             // Finish the torn line so the next record starts on its own line, and say so.
@@ -254,7 +258,7 @@ impl Journal {
                 file.sync_data().map_err(io_err(&path))?;
                 tail.file_no += 1;
                 path = self.dir.join(file_name(tail.file_no));
-                file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+                file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io_err(&path))?;
                 size = 0;
             }
             let seq = tail.seq + 1;

@@ -99,3 +99,14 @@ fn a_torn_last_line_is_marked_and_nothing_acknowledged_is_lost() {
     assert_eq!(r.torn_marked.len(), 1, "{r:?}");
     assert_eq!(r.records, 7, "5 acknowledged, the torn_tail marker, the new one");
 }
+
+#[test]
+fn the_journal_is_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jdir = dir.path().join("journal");
+    journal(&jdir, 1, 1 << 20);
+    let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&jdir), 0o700);
+    assert_eq!(mode(&first_file(&jdir)), 0o600);
+}

@@ -87,3 +87,42 @@ fn limit_alerts_are_journaled() {
     );
     assert_eq!(rs.last().expect("end")["data"]["ended_by"], "wall_time");
 }
+
+#[test]
+fn events_come_from_the_journal_filtered_and_followed() {
+    use std::io::BufRead as _;
+    let case = Case::new("evjournal", &base_profile(""));
+    // Follow first, so the session below is seen as it is appended.
+    let mut follower = Command::new(agent_guard())
+        .env("AGENT_GUARD_CONFIG", case.config())
+        .args(["events", "--follow", "--role", "evjournal"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("follow");
+    let out = case.probe(&["exit", "0", "\u{1b}[31mred"]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut lines = std::io::BufReader::new(follower.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let done = line.contains("end by exit");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let text = seen.join("\n");
+    assert!(text.contains("start role evjournal"), "{text}");
+    assert!(text.contains(&format!("exec {}", common::probe())), "{text}");
+    assert!(!text.contains('\u{1b}'), "raw escape on the terminal: {text:?}");
+    assert!(text.contains("\\e[31mred"), "{text}");
+    // JSON, filtered by another role: nothing.
+    let out = case.ag(&["events", "--role", "someone-else", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+    let out = case.ag(&["events", "--json"]);
+    let n = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("\"kind\":\"event\"")).count();
+    assert!(n >= 2, "exec and exit at least: {}", stdout(&out));
+}

@@ -57,7 +57,7 @@ pub struct ReasonArg {
 
 /// Refuses callers inside a session or without privilege; runs before
 /// anything else (even reading the host config).
-fn authorize() -> anyhow::Result<u32> {
+pub fn authorize() -> anyhow::Result<u32> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     if cgroups.lines().any(|l| l.contains(&format!("/{}/", crate::sandbox::cgroup::SUBTREE))) {
         bail!("refused: a process inside an agent session may not control sessions");

@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod doctor;
+pub mod events;
 pub mod journal;
 pub mod profile;
 pub mod run;
@@ -44,6 +45,8 @@ pub enum Command {
     Lockdown(control::ReasonArg),
     /// Lift the lockdown
     Unlock(control::ReasonArg),
+    /// Events, alerts and operator actions from the journal (--follow for live)
+    Events(events::EventsArgs),
     /// Check the journal
     #[command(subcommand)]
     Journal(journal::JournalCommand),
@@ -63,6 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args),
         Command::Schema { which } => schema::run(which),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
+        Command::Events(args) => events::run(args, config.as_deref()),
         Command::Ps(args) => control::ps(args, config.as_deref()),
         Command::Kill(args) => control::kill(args, config.as_deref()),
         Command::Freeze(args) => control::freeze(args, config.as_deref(), true),

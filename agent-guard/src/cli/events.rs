@@ -1,0 +1,143 @@
+//! `agent-guard events [--follow] [--session ID] [--role R] [--json]`:
+//! events, alerts and operator actions from the journal, as they were
+//! recorded and, with `--follow`, as they are appended. The human view
+//! escapes agent-controlled strings.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::Args;
+
+use crate::journal::{self, Record};
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep printing records as they are appended
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long)]
+    pub session: Option<String>,
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Print the journal records as JSON lines
+    #[arg(long)]
+    pub json: bool,
+    /// The journal directory [default: [journal] dir of the host config]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Prints records that pass the filters; learns each session's role from its start.
+struct Printer<'a> {
+    args: &'a EventsArgs,
+    roles: HashMap<String, String>,
+}
+
+impl Printer<'_> {
+    fn record(&mut self, r: &Record) {
+        if r.entry.kind == "session_start" {
+            if let (Some(s), Some(role)) = (&r.entry.session, r.entry.data["role"].as_str()) {
+                self.roles.insert(s.clone(), role.to_owned());
+            }
+        }
+        let session = r.entry.session.as_deref();
+        if self.args.session.as_deref().is_some_and(|want| session != Some(want)) {
+            return;
+        }
+        let role = session.and_then(|s| self.roles.get(s)).map(String::as_str);
+        if self.args.role.as_deref().is_some_and(|want| role != Some(want)) {
+            return;
+        }
+        if self.args.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+            return;
+        }
+        let d = &r.entry.data;
+        let what = match (r.entry.kind.as_str(), d["type"].as_str()) {
+            ("event", Some("exec")) => format!("exec {} {}", s(&d["path"]), list(&d["argv"])),
+            ("event", Some("exit")) => match d["signal"].as_i64() {
+                Some(sig) => format!("exit pid {} signal {sig}", d["pid"]),
+                None => format!("exit pid {} code {}", d["pid"], d["exit_code"]),
+            },
+            ("event", Some("file_open_write")) => format!("write-open {}", s(&d["path"])),
+            ("event", Some("connect")) => format!(
+                "connect {} {}:{} {}",
+                s(&d["protocol"]),
+                s(&d["addr"]),
+                d["port"],
+                if d["allowed"] == true { "allowed" } else { "DENIED" }
+            ),
+            ("event", Some("limit")) => format!("LIMIT {} {} > {} ({})", s(&d["counter"]), d["value"], d["limit"], s(&d["action"])),
+            ("event", Some("events_lost")) => format!("events lost: {}", d["count"]),
+            ("alert", _) => format!("ALERT {}", crate::escape::for_terminal(&d.to_string())),
+            ("operator", _) => format!(
+                "OPERATOR uid {} {}{}",
+                d["by_uid"],
+                s(&d["action"]),
+                d["reason"].as_str().map(|r| format!(": {}", crate::escape::for_terminal(r))).unwrap_or_default()
+            ),
+            ("session_start", _) => format!("start role {} argv {}", s(&d["role"]), list(&d["argv"])),
+            ("session_end", _) => format!("end by {} ({} ms)", s(&d["ended_by"]), d["duration_ms"]),
+            (kind, _) => crate::escape::for_terminal(kind),
+        };
+        println!("{:>8}  {}  {:16}  {}", r.seq, r.time_ms, session.unwrap_or("-"), what);
+    }
+}
+
+/// A JSON string value, escaped for the terminal (the journal already
+/// escapes agent strings; this guards the rest).
+fn s(v: &serde_json::Value) -> String {
+    crate::escape::for_terminal(v.as_str().unwrap_or(&v.to_string()))
+}
+
+fn list(v: &serde_json::Value) -> String {
+    v.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+/// Reads complete lines from `path` starting at `offset`; returns the new offset.
+fn read_from(path: &Path, offset: u64, printer: &mut Printer<'_>) -> std::io::Result<u64> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(f);
+    let mut pos = offset;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(pos); // a line still being written is read next time
+        }
+        pos += n as u64;
+        if let Ok(r) = serde_json::from_slice::<Record>(&line) {
+            printer.record(&r);
+        }
+    }
+}
+
+pub fn run(args: EventsArgs, config: Option<&Path>) -> anyhow::Result<i32> {
+    super::control::authorize()?;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => super::load_host_config(config)?.journal.dir,
+    };
+    let mut printer = Printer { args: &args, roles: HashMap::new() };
+    let mut at: (u64, u64) = (0, 0); // (file number, offset)
+    loop {
+        for (n, path) in journal::files(&dir)? {
+            if n < at.0 {
+                continue;
+            }
+            let start = if n == at.0 { at.1 } else { 0 };
+            let end = read_from(&path, start, &mut printer)?;
+            at = (n, end);
+        }
+        if !args.follow {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

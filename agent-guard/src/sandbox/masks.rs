@@ -47,11 +47,13 @@ fn sources(runtime_dir: &Path) -> Result<(PathBuf, PathBuf), MaskError> {
     fs::DirBuilder::new().recursive(true).mode(0o755).create(runtime_dir).map_err(err(runtime_dir))?;
     let file = runtime_dir.join("mask-file");
     let dir = runtime_dir.join("mask-dir");
+    // Concurrent sessions may race to create these: existing is fine.
     if !file.is_file() {
-        fs::File::create(&file).map_err(err(&file))?;
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(&file).map_err(err(&file))?;
     }
-    if !dir.is_dir() {
-        fs::create_dir(&dir).map_err(err(&dir))?;
+    match fs::create_dir(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(err(&dir)(e)),
+        _ => {}
     }
     for p in [&file, &dir] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o000)).map_err(err(p))?;

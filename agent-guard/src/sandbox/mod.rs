@@ -51,12 +51,11 @@ impl fmt::Display for Gap {
     }
 }
 
-/// Controls of a profile that only the eBPF monitor enforces: gaps when
-/// it could not be loaded (`why`); none when it loaded (`why == None`).
-pub fn monitor_gaps(policy: &Policy, why: Option<&str>) -> Vec<Gap> {
+/// Controls of a profile that only the eBPF monitor enforces: the gaps
+/// when it could not be loaded, `why`.
+pub fn monitor_gaps(policy: &Policy, why: &str) -> Vec<Gap> {
     let l = &policy.limits;
     let mut gaps = Vec::new();
-    let Some(why) = why else { return gaps };
     let needs = format!("the eBPF monitor, which failed to load: {why}");
     for (name, set) in [
         ("execs", l.execs.is_some()),

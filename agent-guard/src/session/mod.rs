@@ -161,7 +161,6 @@ fn can_mask() -> bool {
 /// enforce, before the monitor is loaded (see [`sandbox::monitor_gaps`]).
 pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
     let mut gaps = landlock::gaps(landlock::kernel_abi(), policy);
-    gaps.extend(sandbox::monitor_gaps(policy, None));
     use sandbox::cgroup::Controller;
     for (controller, limit, set) in [
         (Controller::Memory, "memory", policy.limits.memory.is_some()),
@@ -214,6 +213,12 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         masks::plan(&policy.filesystem.deny, &req.runtime_dir).map_err(SandboxError::from)?
     };
     let seccomp = seccomp::compile(&policy.syscalls.allow, &policy.network).map_err(SandboxError::from)?;
+    use std::os::unix::ffi::OsStrExt;
+    let workdir = sandbox::cstring("working directory", policy.workdir.as_os_str().as_bytes())?;
+    let exe = sandbox::cstring("command path", exe.as_os_str().as_bytes())?;
+    let argv = req.argv.iter().map(|a| sandbox::cstring("argument", a.as_bytes())).collect::<Result<_, _>>()?;
+    let envp = sandbox::env_cstrings(&env)?;
+    // From here on, a failure must not leave the session's cgroup behind.
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The monitor attaches to the cgroup before the agent joins it.
     let attaching = Instant::now();
@@ -232,7 +237,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
                 Some((gist, _)) => format!("{gist} (the verifier refused it; AGENT_GUARD_LOG=debug shows its log)"),
                 None => full.lines().next().unwrap_or_default().to_owned(),
             };
-            gaps.extend(sandbox::monitor_gaps(policy, Some(&why)));
+            gaps.extend(sandbox::monitor_gaps(policy, &why));
             if gaps.is_empty() {
                 eprintln!("agent-guard: warning: the eBPF monitor could not be loaded, so this session has no counters: {why}");
             }
@@ -250,19 +255,18 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63);
-    use std::os::unix::ffi::OsStrExt;
     let plan = ChildPlan {
         cgroup_procs: std::mem::take(&mut cgroup.procs),
-        workdir: sandbox::cstring("working directory", policy.workdir.as_os_str().as_bytes())?,
+        workdir,
         masks: deny_masks,
         drop_bounding: has_cap(caps::Capability::CAP_SETPCAP),
         cap_last,
         run_as: policy.run_as.as_ref().map(|r| (r.uid, r.gid)),
         landlock: landlock_fd,
         seccomp,
-        exe: sandbox::cstring("command path", exe.as_os_str().as_bytes())?,
-        argv: req.argv.iter().map(|a| sandbox::cstring("argument", a.as_bytes())).collect::<Result<_, _>>()?,
-        envp: sandbox::env_cstrings(&env)?,
+        exe,
+        argv,
+        envp,
     };
     let mut monitor = monitor;
     let leftovers = [
@@ -272,7 +276,13 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     .into_iter()
     .chain(monitor.as_ref().and_then(|m| m.counters_pin.clone()))
     .collect::<Vec<_>>();
-    let guardian = guardian::Guardian::spawn(&cgroup, &leftovers).map_err(|source| SessionError::Sys { what: "starting the session's guardian", source })?;
+    let guardian = match guardian::Guardian::spawn(&cgroup, &leftovers) {
+        Ok(g) => g,
+        Err(source) => {
+            let _ = cgroup.remove();
+            return Err(SessionError::Sys { what: "starting the session's guardian", source });
+        }
+    };
     if let Some(j) = &mut journal {
         let argv: Vec<String> = req.argv.iter().map(|a| crate::escape::bytes_for_terminal(a.as_bytes())).collect();
         j.append(&[Entry {
@@ -292,7 +302,11 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
                 "unenforced": gaps.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),
         }])
-        .map_err(journal_err)?;
+        .map_err(|e| {
+            // Nothing ran; the guardian, at our exit, finds nothing left to clean.
+            let _ = cgroup.remove();
+            journal_err(e)
+        })?;
     }
     let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut(), journal);
     registry::Registry::new(&req.runtime_dir).remove(&session);

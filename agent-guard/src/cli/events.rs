@@ -84,8 +84,25 @@ impl Printer<'_> {
             ("session_end", _) => format!("end by {} ({} ms)", s(&d["ended_by"]), d["duration_ms"]),
             (kind, _) => crate::escape::for_terminal(kind),
         };
-        println!("{:>8}  {}  {:16}  {}", r.seq, r.time_ms, session.unwrap_or("-"), what);
+        println!("{:>8}  {}  {:16}  {}", r.seq, utc(r.time_ms), session.unwrap_or("-"), what);
     }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days to a civil date (proleptic Gregorian), after Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
 /// A JSON string value, escaped for the terminal (the journal already
@@ -139,5 +156,15 @@ pub fn run(args: EventsArgs, config: Option<&Path>) -> anyhow::Result<i32> {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_times() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(super::utc(1_795_565_662_430), "2026-11-25T00:14:22.430Z"); // date -u -d @1795565662.430
     }
 }

@@ -158,6 +158,9 @@ pub struct EnvPolicy {
 pub struct SyscallPolicy {
     /// Calls of the default deny set this role opts back into.
     pub allow: Vec<String>,
+    /// What stays denied: the default deny set minus `allow` (shown by
+    /// `profile show`; see docs/seccomp.md).
+    pub denied: Vec<String>,
 }
 
 impl Policy {

@@ -166,6 +166,8 @@ pub(super) fn resolve(
         }
     }
 
+    syscalls.denied = seccomp::deny_rule_names().filter(|n| !syscalls.allow.iter().any(|a| a == n)).map(str::to_owned).collect();
+
     check_environments(&mut ck, &file, &filesystem, &network, host);
 
     if !ck.problems.is_empty() {

@@ -78,6 +78,8 @@ allow = ["ptrace"]
     assert_eq!(p.limits.on_limit, crate::profile::OnLimit::Freeze);
     assert_eq!(p.env.set.get("OUT").map(String::as_str), Some("/work/repo/out"));
     assert_eq!(p.syscalls.allow, ["ptrace"]);
+    assert!(!p.syscalls.denied.iter().any(|d| d == "ptrace"));
+    assert!(p.syscalls.denied.iter().any(|d| d == "io_uring_setup"));
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! (`profile`). `doctor` probes what this kernel can enforce.
 
 pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod doctor;
 pub mod escape;
 pub mod journal;

@@ -33,6 +33,8 @@ pub enum Command {
     Profile(profile::ProfileCommand),
     /// Probe what this host can enforce
     Doctor(doctor::DoctorArgs),
+    /// Serve the control socket (as root): operator actions for operator groups and owners
+    Daemon,
     /// List running sessions
     Ps(control::PsArgs),
     /// End sessions (by id, role, or all) and wait until their processes are gone
@@ -67,6 +69,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Schema { which } => schema::run(which),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
         Command::Events(args) => events::run(args, config.as_deref()),
+        Command::Daemon => {
+            let host = load_host_config(config.as_deref())?;
+            let socket = std::env::var_os("AGENT_GUARD_SOCKET").map(PathBuf::from).unwrap_or_else(|| host.socket.clone());
+            crate::daemon::run(host, &socket)?;
+            Ok(0)
+        }
         Command::Ps(args) => control::ps(args, config.as_deref()),
         Command::Kill(args) => control::kill(args, config.as_deref()),
         Command::Freeze(args) => control::freeze(args, config.as_deref(), true),

@@ -9,6 +9,10 @@ pub enum Which {
     Events,
     /// `run --summary-json`
     Summary,
+    /// A request on the daemon's control socket
+    Request,
+    /// A response on the daemon's control socket
+    Response,
 }
 
 /// The schema of `which`, pretty-printed.
@@ -16,6 +20,8 @@ pub fn schema(which: Which) -> String {
     let schema = match which {
         Which::Events => schemars::schema_for!(crate::monitor::record::EventRecord),
         Which::Summary => schemars::schema_for!(crate::session::summary::Summary),
+        Which::Request => schemars::schema_for!(crate::daemon::protocol::Request),
+        Which::Response => schemars::schema_for!(crate::daemon::protocol::Response),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
@@ -33,7 +39,12 @@ mod tests {
     /// `agent-guard schema events > docs/schemas/events.schema.json` (and summary).
     #[test]
     fn documented_schemas_are_current() {
-        for (which, file) in [(Which::Events, "events.schema.json"), (Which::Summary, "summary.schema.json")] {
+        for (which, file) in [
+            (Which::Events, "events.schema.json"),
+            (Which::Summary, "summary.schema.json"),
+            (Which::Request, "request.schema.json"),
+            (Which::Response, "response.schema.json"),
+        ] {
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schemas/").to_owned() + file;
             let documented = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
             assert_eq!(documented, schema(which), "{path} is stale: regenerate it with `agent-guard schema`");

@@ -30,6 +30,16 @@ pub struct HostConfig {
     /// Persistent state: the lockdown switch.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// The daemon's control socket.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Members of this group may control every session through the daemon.
+    #[serde(default)]
+    pub operator_group: Option<String>,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/agent-guard/control.sock")
 }
 
 fn default_runtime_dir() -> PathBuf {
@@ -47,6 +57,8 @@ impl Default for HostConfig {
             journal: JournalConfig::default(),
             runtime_dir: default_runtime_dir(),
             state_dir: default_state_dir(),
+            socket: default_socket(),
+            operator_group: None,
         }
     }
 }

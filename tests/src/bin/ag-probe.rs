@@ -123,6 +123,16 @@ fn main() {
         // SAFETY: kill with signal 0 only checks permission; the target is our parent.
         "signal-parent" => report("signal-parent", errno_result(unsafe { libc::kill(libc::getppid(), 0) } as i64)),
         "abstract" => report("abstract-unix", abstract_connect(&arg(1))),
+        "unix-request" => {
+            // `unix-request PATH LINE`: sends LINE to the socket, prints the answer.
+            let res = std::os::unix::net::UnixStream::connect(arg(1)).and_then(|mut s| {
+                s.write_all(format!("{}\n", arg(2)).as_bytes())?;
+                let mut answer = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut answer)?;
+                Ok(answer.trim_end().to_owned())
+            });
+            report("unix-request", res)
+        }
         "fds" => {
             // SAFETY: F_GETFD only asks whether the descriptor is open.
             let open: Vec<String> = (0..1024).filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).map(|fd| fd.to_string()).collect();

@@ -50,9 +50,10 @@ impl Case {
         std::fs::write(&profile, text).expect("write profile");
         // Each case keeps its own journal, runtime (registry) and state (lockdown) directories.
         let config = format!(
-            "runtime_dir = {:?}\nstate_dir = {:?}\n[journal]\ndir = {:?}\n",
+            "runtime_dir = {:?}\nstate_dir = {:?}\nsocket = {:?}\n[journal]\ndir = {:?}\n",
             dir.path().join("run"),
             dir.path().join("state"),
+            dir.path().join("control.sock"),
             dir.path().join("journal")
         );
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");

@@ -187,3 +187,34 @@ fn malformed_requests_never_stop_the_daemon() {
     let status = request(&d.socket, r#"{"v":1,"op":{"kind":"status"}}"#);
     assert_eq!(status["ok"], true, "{status}");
 }
+
+#[test]
+fn a_user_cannot_starve_the_daemon_of_connections() {
+    let case = Case::new("starve", &base_profile(""));
+    let d = start_daemon(&case, None);
+    let socket = d.socket.to_str().expect("utf-8").to_owned();
+    let nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(common::probe()).args(args);
+        c
+    };
+    // Eight idle connections from one user...
+    let mut holders: Vec<Child> = (0..8)
+        .map(|_| nobody(&["unix-hold", &socket, "20"]).stdout(std::process::Stdio::piped()).spawn().expect("hold"))
+        .collect();
+    for h in &mut holders {
+        let mut line = String::new();
+        BufReader::new(h.stdout.as_mut().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "HOLDING");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // ... the ninth from the same user is turned away ...
+    let out = nobody(&["unix-request", &socket, r#"{"v":1,"op":{"kind":"status"}}"#]).output().expect("ninth");
+    assert!(stdout(&out).contains("at most 8 connections"), "{}", stdout(&out));
+    // ... and an operator is still served.
+    assert_eq!(request(&d.socket, r#"{"v":1,"op":{"kind":"status"}}"#)["ok"], true);
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+}

@@ -85,8 +85,15 @@ fn send(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     stream.write_all(&line)
 }
 
+/// Connections a non-operator user may hold open at once: enough for any
+/// honest use, too few to starve the threads operators need.
+const MAX_CONNECTIONS_PER_USER: usize = 8;
+
+/// Open connections per non-operator uid.
+type Open = Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>;
+
 /// Serves one connection until it closes or sends something unreadable.
-fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>) {
+fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>, open: &Open) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let (caller, pid) = match caller_of(&stream, operator_gid) {
         Ok(c) => c,
@@ -99,6 +106,27 @@ fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>) {
         let _ = send(&mut stream, &Response::err(0, "refused", "a process inside an agent session may not control sessions"));
         return;
     }
+    // Operators are always served; others get a bounded number of connections.
+    if !caller.operator {
+        let mut map = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(caller.uid).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_USER {
+            drop(map);
+            let _ = send(&mut stream, &Response::err(0, "refused", format!("at most {MAX_CONNECTIONS_PER_USER} connections per user")));
+            return;
+        }
+        *n += 1;
+    }
+    serve_requests(&mut stream, host, caller);
+    if !caller.operator {
+        let mut map = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&caller.uid) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+fn serve_requests(stream: &mut UnixStream, host: &HostConfig, caller: Caller) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     loop {
@@ -112,17 +140,17 @@ fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>) {
             return;
         }
         if line.len() > MAX_REQUEST_BYTES {
-            let _ = send(&mut stream, &Response::err(0, "too_large", format!("a request may be at most {MAX_REQUEST_BYTES} bytes")));
+            let _ = send(stream, &Response::err(0, "too_large", format!("a request may be at most {MAX_REQUEST_BYTES} bytes")));
             return;
         }
         let response = match serde_json::from_slice::<Request>(&line) {
             Ok(req) => answer(host, caller, req),
             Err(e) => {
-                let _ = send(&mut stream, &Response::err(0, "bad_request", format!("not a request: {e}")));
+                let _ = send(stream, &Response::err(0, "bad_request", format!("not a request: {e}")));
                 return;
             }
         };
-        if send(&mut stream, &response).is_err() {
+        if send(stream, &response).is_err() {
             return;
         }
     }
@@ -156,10 +184,11 @@ pub fn run(host: HostConfig, socket: &Path) -> Result<(), DaemonError> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(io(socket))?;
     eprintln!("agent-guard daemon: serving {}", socket.display());
     let host = Arc::new(host);
+    let open: Open = Arc::default();
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let host = Arc::clone(&host);
-        std::thread::spawn(move || serve(stream, &host, operator_gid));
+        let (host, open) = (Arc::clone(&host), Arc::clone(&open));
+        std::thread::spawn(move || serve(stream, &host, operator_gid, &open));
     }
     Ok(())
 }

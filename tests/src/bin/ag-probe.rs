@@ -123,6 +123,16 @@ fn main() {
         // SAFETY: kill with signal 0 only checks permission; the target is our parent.
         "signal-parent" => report("signal-parent", errno_result(unsafe { libc::kill(libc::getppid(), 0) } as i64)),
         "abstract" => report("abstract-unix", abstract_connect(&arg(1))),
+        "unix-hold" => {
+            // `unix-hold PATH SECS`: connects and holds the connection idle.
+            let res = std::os::unix::net::UnixStream::connect(arg(1)).map(|s| {
+                println!("HOLDING");
+                std::thread::sleep(Duration::from_secs(arg(2).parse().unwrap_or(5)));
+                drop(s);
+                String::new()
+            });
+            report("unix-hold", res)
+        }
         "unix-request" => {
             // `unix-request PATH LINE`: sends LINE to the socket, prints the answer.
             let res = std::os::unix::net::UnixStream::connect(arg(1)).and_then(|mut s| {

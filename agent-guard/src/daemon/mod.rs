@@ -103,7 +103,7 @@ fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>, o
         }
     };
     if control::in_session(pid) {
-        let _ = send(&mut stream, &Response::err(0, "refused", "a process inside an agent session may not control sessions"));
+        refuse(&mut stream, "a process inside an agent session may not control sessions");
         return;
     }
     // Operators are always served; others get a bounded number of connections.
@@ -112,7 +112,7 @@ fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>, o
         let n = map.entry(caller.uid).or_insert(0);
         if *n >= MAX_CONNECTIONS_PER_USER {
             drop(map);
-            let _ = send(&mut stream, &Response::err(0, "refused", format!("at most {MAX_CONNECTIONS_PER_USER} connections per user")));
+            refuse(&mut stream, &format!("at most {MAX_CONNECTIONS_PER_USER} connections per user"));
             return;
         }
         *n += 1;
@@ -124,6 +124,17 @@ fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>, o
             *n = n.saturating_sub(1);
         }
     }
+}
+
+/// Answers the peer's first request (read, bounded, so that its write does
+/// not fail on a closed socket) with a refusal, and closes.
+fn refuse(stream: &mut UnixStream, why: &str) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if let Ok(read_half) = stream.try_clone() {
+        let mut line = Vec::new();
+        let _ = std::io::Read::take(BufReader::new(read_half), MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut line);
+    }
+    let _ = send(stream, &Response::err(0, "refused", why));
 }
 
 fn serve_requests(stream: &mut UnixStream, host: &HostConfig, caller: Caller) {

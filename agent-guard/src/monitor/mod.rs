@@ -161,13 +161,13 @@ impl Monitor {
         let mut loader = EbpfLoader::new();
         loader.btf(None);
         if let Some(bytes) = ring_bytes_override() {
-            loader.set_max_entries("EVENTS", bytes);
+            loader.map_max_entries("EVENTS", bytes);
         }
         let mut ebpf = loader
-            .set_global("SESSION_CGROUP", &cgroup_id, true)
-            .set_global("LIMITS", &limits, true)
-            .set_global("ON_LIMIT", &on_limit, true)
-            .set_global("KERNEL_OFFSETS", &offsets, true)
+            .override_global("SESSION_CGROUP", &cgroup_id, true)
+            .override_global("LIMITS", &limits, true)
+            .override_global("ON_LIMIT", &on_limit, true)
+            .override_global("KERNEL_OFFSETS", &offsets, true)
             .load(crate::doctor::EBPF_OBJECT)?;
 
         let rules = rules::Rules::from_policy(policy)?;

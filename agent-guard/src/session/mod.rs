@@ -5,6 +5,16 @@
 //!
 //! `agent-guard run` uses it in-process; the daemon will drive the same code.
 
+/// Prints one line on stderr with a single write, so that it is never torn
+/// by what the agent writes to the same terminal at the same moment.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
+
 pub mod guardian;
 pub mod registry;
 pub mod summary;
@@ -204,7 +214,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         (None, Vec::new())
     };
     for note in notes {
-        eprintln!("agent-guard: note: {}", crate::escape::for_terminal(&note));
+        say!("agent-guard: note: {}", crate::escape::for_terminal(&note));
     }
     // Without CAP_SYS_ADMIN the masks are a gap (refused above unless --best-effort).
     let deny_masks = if !can_mask() {
@@ -239,7 +249,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
             };
             gaps.extend(sandbox::monitor_gaps(policy, &why));
             if gaps.is_empty() {
-                eprintln!("agent-guard: warning: the eBPF monitor could not be loaded, so this session has no counters: {why}");
+                say!("agent-guard: warning: the eBPF monitor could not be loaded, so this session has no counters: {why}");
             }
             None
         }
@@ -249,7 +259,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         return Err(SessionError::Unenforceable { role: policy.role.clone(), gaps });
     }
     for gap in &gaps {
-        eprintln!("agent-guard: NOT ENFORCED (--best-effort): {gap}");
+        say!("agent-guard: NOT ENFORCED (--best-effort): {gap}");
     }
     let cap_last = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -499,7 +509,7 @@ fn supervise_blocked(
         if let Some((until, counter)) = frozen_until {
             if now >= until {
                 sink.alert(serde_json::json!({ "alert": "freeze_grace_expired", "counter": counter.name() }))?;
-                eprintln!("agent-guard: {who}: nobody resumed the frozen session within {}; ending it", crate::profile::HumanDuration(req.freeze_grace));
+                say!("agent-guard: {who}: nobody resumed the frozen session within {}; ending it", crate::profile::HumanDuration(req.freeze_grace));
                 ended_by = EndedBy::Limit(counter);
                 break end_session(cgroup, pid)?;
             }
@@ -507,7 +517,7 @@ fn supervise_blocked(
         if wall_deadline.is_some_and(|d| now >= d) {
             ended_by = EndedBy::WallTime;
             sink.alert(serde_json::json!({ "alert": "wall_time", "limit": req.policy.limits.wall_time.map(|w| w.to_string()) }))?;
-            eprintln!(
+            say!(
                 "agent-guard: {who}: wall_time {} reached; ending the session",
                 req.policy.limits.wall_time.map(|w| w.to_string()).unwrap_or_default()
             );
@@ -516,7 +526,7 @@ fn supervise_blocked(
         if frozen_until.is_some() && !cgroup.is_frozen() {
             // An operator thawed it (`agent-guard resume`): the limit stands, the kill does not.
             frozen_until = None;
-            eprintln!("agent-guard: {who}: resumed by an operator");
+            say!("agent-guard: {who}: resumed by an operator");
             sink.alert(serde_json::json!({ "alert": "resumed" }))?;
         }
         let deadline = match (wall_deadline, frozen_until) {
@@ -546,9 +556,9 @@ fn supervise_blocked(
                             end_now = Some(counter);
                         }
                         let action = if freeze { "freeze" } else { "kill" };
-                        eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
+                        say!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
                         if first_freeze {
-                            eprintln!(
+                            say!(
                                 "agent-guard: {who}: FROZEN for an operator; it will be killed in {} (resume needs the daemon)",
                                 crate::profile::HumanDuration(req.freeze_grace)
                             );
@@ -598,7 +608,7 @@ fn supervise_blocked(
     };
     if let Some(ending) = registry.ending(session) {
         ended_by = EndedBy::Operator;
-        eprintln!(
+        say!(
             "agent-guard: {who}: ended by an operator (uid {}, {}){}",
             ending.by_uid,
             ending.action,
@@ -611,7 +621,7 @@ fn supervise_blocked(
         for event in m.drain() {
             sink.event(&event)?;
             if let Event::Limit { counter, value, limit, .. } = event {
-                eprintln!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
+                say!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
                 if ended_by == EndedBy::Exit {
                     ended_by = EndedBy::Limit(counter);
                 }

@@ -36,6 +36,19 @@ static PENDING_OPEN: LruHashMap<u64, FileOpenEvent> = LruHashMap::with_max_entri
 #[map]
 static OPEN_SCRATCH: PerCpuArray<FileOpenEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// A connect's destination, read at its entry, by thread.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Dest {
+    family: u16,
+    port: u16,
+    _pad: u32,
+    addr: [u8; 16],
+}
+
+#[map]
+static PENDING_CONNECT: LruHashMap<u64, Dest> = LruHashMap::with_max_entries(4096, 0);
+
 /// Scratch space for building an exec event (too large for the stack).
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
@@ -377,5 +390,69 @@ pub fn tp_enter_write(ctx: TracePointContext) -> u32 {
             }
         }
     }
+    0
+}
+
+// ---- connects refused before the cgroup hook ----
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EACCES: i64 = 13;
+
+/// `sys_enter_connect` (fd, address, length): remembers an IP destination.
+#[tracepoint]
+pub fn tp_enter_connect(ctx: TracePointContext) -> u32 {
+    if !in_session() {
+        return 0;
+    }
+    let Some(ptr) = read::<u64>(&ctx, arg(1)) else { return 0 };
+    let base = ptr as *const u8;
+    // SAFETY: reads of the caller's sockaddr through the helper, which fails cleanly.
+    unsafe {
+        let Ok(family) = bpf_probe_read_user(base as *const u16) else { return 0 };
+        let Ok(port) = bpf_probe_read_user(base.wrapping_add(2) as *const u16) else { return 0 };
+        let mut dest = Dest { family, port: u16::from_be(port), _pad: 0, addr: [0; 16] };
+        if family == AF_INET {
+            let Ok(a) = bpf_probe_read_user(base.wrapping_add(4) as *const [u8; 4]) else { return 0 };
+            dest.addr[..4].copy_from_slice(&a);
+        } else if family == AF_INET6 {
+            let Ok(a) = bpf_probe_read_user(base.wrapping_add(8) as *const [u8; 16]) else { return 0 };
+            dest.addr = a;
+        } else {
+            return 0;
+        }
+        let _ = PENDING_CONNECT.insert(&bpf_get_current_pid_tgid(), &dest, 0);
+    }
+    0
+}
+
+/// `sys_exit_connect`: a connect refused with EACCES never reached the
+/// cgroup hook (landlock refused its port first). Count and report it
+/// here, so that `connects` and `connects_denied` hold every attempt.
+#[tracepoint]
+pub fn tp_exit_connect(ctx: TracePointContext) -> u32 {
+    if !in_session() {
+        return 0;
+    }
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let dest = unsafe { PENDING_CONNECT.get(&key) }.copied();
+    let _ = PENDING_CONNECT.remove(&key);
+    let (Some(dest), Some(ret)) = (dest, read::<i64>(&ctx, RET)) else { return 0 };
+    if ret != -EACCES {
+        return 0;
+    }
+    let n = add(Counter::Connects, 1);
+    over_limit(Counter::Connects, n, 1, false);
+    add(Counter::ConnectsDenied, 1);
+    emit(agent_guard_common::event::ConnectEvent {
+        header: header(EventKind::Connect as u32),
+        family: dest.family,
+        protocol: 0,
+        port: dest.port,
+        allowed: 0,
+        via_sendmsg: 0,
+        addr: dest.addr,
+    });
     0
 }

@@ -340,3 +340,20 @@ fn files_opened_for_writing_are_reported_with_their_path() {
     assert_eq!(rec["path"], expected.as_str(), "{rec}");
     assert!(rec["fd"].as_i64().unwrap_or(-1) >= 3, "{rec}");
 }
+
+#[test]
+fn connects_refused_by_landlock_are_counted_and_reported_too() {
+    let (_l, port) = tcp("127.0.0.1:0");
+    let (_m, other) = tcp("127.0.0.1:0");
+    let case = Case::new("llcount", &network(&[format!("127.0.0.1:{port}")]));
+    let events = case.dir.path().join("events.jsonl");
+    let path = events.to_str().expect("utf-8");
+    // A port landlock refuses (EACCES) before the cgroup hook would run.
+    let (out, s) = summary(&case, &["--events-json", path], &[common::probe(), "connect", &format!("127.0.0.1:{other}")]);
+    refused(&out);
+    assert!(stdout(&out).contains("Permission denied"), "landlock's EACCES: {}", stdout(&out));
+    assert_eq!(s["counters"]["connects"], 1, "{s}");
+    assert_eq!(s["counters"]["connects_denied"], 1, "{s}");
+    let text = std::fs::read_to_string(&events).expect("events");
+    assert!(text.contains(&format!("\"port\":{other}")) && text.contains("\"allowed\":false"), "{text}");
+}

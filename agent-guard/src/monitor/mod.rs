@@ -132,6 +132,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tp_exit_destructive", "syscalls", "sys_exit_renameat2"),
     ("tp_exit_destructive", "syscalls", "sys_exit_truncate"),
     ("tp_exit_destructive", "syscalls", "sys_exit_ftruncate"),
+    ("tp_enter_connect", "syscalls", "sys_enter_connect"),
+    ("tp_exit_connect", "syscalls", "sys_exit_connect"),
     ("tp_enter_write", "syscalls", "sys_enter_write"),
     ("tp_enter_write", "syscalls", "sys_enter_writev"),
     ("tp_enter_write", "syscalls", "sys_enter_pwrite64"),

@@ -243,7 +243,7 @@ fn overflowing_the_ring_buffer_loses_events_not_counts() {
     assert_eq!(lost, lost_record, "the events file reports the loss explicitly");
     // Every event the kernel produced (n sends, the probe's exec and exit) is
     // either in the file or counted lost: nothing vanishes silently.
-    let other = records.iter().filter(|r| r["type"] != "connect" && r["type"] != "events_lost").count() as u64;
+    let other = records.iter().filter(|r| r["type"] != "connect" && r["type"] != "events_lost" && r["type"] != "health").count() as u64;
     assert_eq!(connects + other + lost, n + 2, "connects {connects}, others {other}, lost {lost}");
 }
 
@@ -261,8 +261,14 @@ fn events_file_records_execs_and_escapes_agent_strings() {
     assert_eq!(exec["path"], common::probe());
     assert_eq!(exec["argv"][3], "x\\e[2Jy", "{exec}");
     assert!(records.iter().any(|r| r["type"] == "exit"), "{text}");
-    // Sequence numbers are per session, from 1, without gaps.
-    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap_or(0)).collect();
+    // Sequence numbers are per session, from 1, without gaps (user space's
+    // own records, health and events_lost, carry 0).
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap_or(0)).filter(|&s| s > 0).collect();
+    let health: Vec<&serde_json::Value> = records.iter().filter(|r| r["type"] == "health").collect();
+    assert_eq!(health.len(), 2, "a health record at the start and at the end: {text}");
+    assert_eq!(health[0]["phase"], "start");
+    assert_eq!(health[0]["monitor"], true);
+    assert_eq!(health[1]["phase"], "end");
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
 

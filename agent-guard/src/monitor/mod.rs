@@ -57,6 +57,10 @@ pub struct Monitor {
     pub cgroup_id: u64,
     /// Where the counters map is pinned for `ps`, if it is.
     pub counters_pin: Option<std::path::PathBuf>,
+    /// How long loading and attaching took.
+    pub load_time: std::time::Duration,
+    /// The events ring buffer's size in bytes.
+    pub ring_bytes: u32,
 }
 
 /// bpffs, where maps are pinned.
@@ -150,6 +154,7 @@ impl Monitor {
     /// With `pin`, the counters map is pinned there (on bpffs, mounted if
     /// needed) so that `agent-guard ps` can read it; unpinned on drop.
     pub fn attach(policy: &Policy, cgroup_dir: &Path, pin: Option<&Path>) -> Result<Monitor, MonitorError> {
+        let started = std::time::Instant::now();
         let cgroup_id = fs::metadata(cgroup_dir)
             .map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?
             .ino();
@@ -247,7 +252,14 @@ impl Monitor {
             Some(requested) => pin_counters(&ebpf, requested),
             None => None,
         };
-        Ok(Monitor { ebpf, events, cgroup_id, counters_pin })
+        Ok(Monitor {
+            ebpf,
+            events,
+            cgroup_id,
+            counters_pin,
+            load_time: started.elapsed(),
+            ring_bytes: ring_bytes_override().unwrap_or(DEFAULT_RING_BYTES),
+        })
     }
 
     /// The counters as they stand now (exact: kept in the kernel).
@@ -275,6 +287,10 @@ impl Monitor {
         out
     }
 }
+
+/// The events ring buffer's size unless `$AGENT_GUARD_RING_BYTES` says otherwise
+/// (as the eBPF object declares it).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 22;
 
 /// `$AGENT_GUARD_RING_BYTES`: the events ring buffer's size (a power of
 /// two, at least a page; default 4 MiB). A knob for tuning, and for the

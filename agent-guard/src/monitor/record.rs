@@ -71,6 +71,19 @@ pub enum EventBody {
     },
     /// Events the kernel had no room for (the counters stay exact).
     EventsLost { count: u64 },
+    /// The monitor's state, written by user space when the session starts
+    /// (`phase: "start"`) and ends (`"end"`).
+    Health {
+        phase: String,
+        /// Whether the eBPF monitor is loaded for this session.
+        monitor: bool,
+        /// How long loading and attaching it took (start only).
+        load_ms: Option<u64>,
+        /// The ring buffer's size in bytes.
+        ring_bytes: Option<u32>,
+        /// Events lost so far (the counters stay exact).
+        events_lost: u64,
+    },
     /// A record this build could not decode.
     Malformed { kind: u32, len: usize },
 }
@@ -129,6 +142,10 @@ impl EventRecord {
             Event::Malformed { kind, len } => (0, 0, 0, EventBody::Malformed { kind: *kind, len: *len }),
         };
         EventRecord { session: session.to_owned(), seq, ktime_ns, pid, event: body }
+    }
+
+    pub fn health(session: &str, body: EventBody) -> EventRecord {
+        EventRecord { session: session.to_owned(), seq: 0, ktime_ns: 0, pid: 0, event: body }
     }
 
     pub fn events_lost(session: &str, count: u64) -> EventRecord {

@@ -495,6 +495,7 @@ fn supervise_blocked(
         started_ms: registry::now_ms(),
     })?;
     let mut sink = Recorder::open(req.events_json.as_deref(), journal, session)?;
+    sink.health("start", monitor.as_deref(), 0)?;
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
     let mut frozen_until: Option<(Instant, Counter)> = None;
@@ -616,7 +617,7 @@ fn supervise_blocked(
         );
     }
     let mut events_lost = 0;
-    if let Some(m) = monitor {
+    if let Some(m) = monitor.as_deref_mut() {
         // Events still queued when the session ended.
         for event in m.drain() {
             sink.event(&event)?;
@@ -629,6 +630,7 @@ fn supervise_blocked(
         }
         events_lost = m.counters().map_or(0, |c| c[Counter::EventsLost as usize]);
     }
+    sink.health("end", monitor.as_deref(), events_lost)?;
     sink.finish(events_lost)?;
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
@@ -695,6 +697,21 @@ impl Recorder {
             return Ok(());
         }
         self.write(&crate::monitor::record::EventRecord::from_event(&self.session, event))
+    }
+
+    /// A `health` record: whether the monitor runs, what loading it took.
+    fn health(&mut self, phase: &str, monitor: Option<&Monitor>, events_lost: u64) -> Result<(), SessionError> {
+        if self.out.is_none() && self.journal.is_none() {
+            return Ok(());
+        }
+        let body = crate::monitor::record::EventBody::Health {
+            phase: phase.to_owned(),
+            monitor: monitor.is_some(),
+            load_ms: monitor.filter(|_| phase == "start").map(|m| m.load_time.as_millis() as u64),
+            ring_bytes: monitor.map(|m| m.ring_bytes),
+            events_lost,
+        };
+        self.write(&crate::monitor::record::EventRecord::health(&self.session, body))
     }
 
     /// An alert for the operator, journaled at once.

@@ -218,3 +218,19 @@ fn a_user_cannot_starve_the_daemon_of_connections() {
         let _ = h.wait();
     }
 }
+
+#[test]
+fn the_daemon_refuses_to_start_unprivileged() {
+    let case = Case::new("daemonroot", &base_profile(""));
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(agent_guard())
+        .arg("--config")
+        .arg(case.config())
+        .arg("daemon")
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("must run as root"), "{}", stderr(&out));
+    assert!(!case.dir.path().join("control.sock").exists());
+}

@@ -34,6 +34,8 @@ pub enum DaemonError {
     Io { path: String, #[source] source: std::io::Error },
     #[error("operator group `{0}` does not exist on this host")]
     NoGroup(String),
+    #[error("the daemon must run as root (CAP_SYS_ADMIN): it acts on session cgroups for its peers")]
+    NotRoot,
 }
 
 /// The peer's credentials and whether it may act as an operator.
@@ -169,6 +171,9 @@ fn serve_requests(stream: &mut UnixStream, host: &HostConfig, caller: Caller) {
 
 /// Binds the socket and serves until killed.
 pub fn run(host: HostConfig, socket: &Path) -> Result<(), DaemonError> {
+    if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false) {
+        return Err(DaemonError::NotRoot);
+    }
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| DaemonError::Io { path, source }

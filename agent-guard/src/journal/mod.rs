@@ -111,11 +111,15 @@ pub fn files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, JournalError> {
     Ok(out)
 }
 
-/// The newest record's sequence number and hash, as `head` records them.
+/// The newest record's sequence number and hash, as `head` records them,
+/// with the file it is in and that file's length after it (`SEQ HASH FILE
+/// LEN`), so that an append can trust `head` instead of rereading the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
     pub seq: u64,
     pub hash: String,
+    pub file_no: Option<u64>,
+    pub file_len: Option<u64>,
 }
 
 pub fn read_head(dir: &Path) -> Result<Option<Head>, JournalError> {
@@ -127,7 +131,12 @@ pub fn read_head(dir: &Path) -> Result<Option<Head>, JournalError> {
     };
     let mut parts = text.split_whitespace();
     match (parts.next().and_then(|s| s.parse().ok()), parts.next()) {
-        (Some(seq), Some(hash)) => Ok(Some(Head { seq, hash: hash.to_owned() })),
+        (Some(seq), Some(hash)) => Ok(Some(Head {
+            seq,
+            hash: hash.to_owned(),
+            file_no: parts.next().and_then(|s| s.parse().ok()),
+            file_len: parts.next().and_then(|s| s.parse().ok()),
+        })),
         _ => Err(JournalError::BadHead { path }),
     }
 }
@@ -172,6 +181,13 @@ impl Journal {
         };
         let f = File::open(&path).map_err(io_err(&path))?;
         let len = f.metadata().map_err(io_err(&path))?.len();
+        // Fast path: `head` names this file at exactly its length, so nothing was
+        // written after it (no torn line, no other writer behind our back).
+        if let Ok(Some(head)) = read_head(&self.dir) {
+            if head.file_no == Some(file_no) && head.file_len == Some(len) {
+                return Ok(Tail { seq: head.seq, hash: head.hash, file_no, torn: None });
+            }
+        }
         let mut reader = BufReader::new(f);
         let mut last: Option<Record> = None;
         let mut offset = 0u64;
@@ -274,15 +290,15 @@ impl Journal {
         if sync {
             file.sync_data().map_err(io_err(&path))?;
         }
-        self.write_head(tail.seq, &tail.hash, sync)?;
+        self.write_head(tail.seq, &tail.hash, tail.file_no, size, sync)?;
         Ok(tail.seq)
     }
 
-    fn write_head(&self, seq: u64, hash: &str, sync: bool) -> Result<(), JournalError> {
+    fn write_head(&self, seq: u64, hash: &str, file_no: u64, file_len: u64, sync: bool) -> Result<(), JournalError> {
         let tmp = self.dir.join("head.tmp");
         let head = self.dir.join("head");
         let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        writeln!(f, "{seq} {hash}").map_err(io_err(&tmp))?;
+        writeln!(f, "{seq} {hash} {file_no} {file_len}").map_err(io_err(&tmp))?;
         if sync {
             f.sync_data().map_err(io_err(&tmp))?;
         }

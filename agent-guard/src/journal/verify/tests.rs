@@ -110,3 +110,22 @@ fn the_journal_is_root_only() {
     assert_eq!(mode(&jdir), 0o700);
     assert_eq!(mode(&first_file(&jdir)), 0o600);
 }
+
+#[test]
+fn two_writers_interleaving_keep_one_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Journal::open(dir.path(), 4096).expect("a");
+    let mut b = Journal::open(dir.path(), 4096).expect("b");
+    for i in 0..60 {
+        let j = if i % 3 == 0 { &mut a } else { &mut b };
+        if i % 2 == 0 {
+            j.append(&[entry(i)]).expect("append");
+        } else {
+            j.append_unsynced(&[entry(i), entry(i + 1000)]).expect("append");
+        }
+    }
+    let r = verify(dir.path()).expect("verify");
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.records, 90);
+    assert!(r.files > 1, "rotated");
+}

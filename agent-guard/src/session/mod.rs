@@ -131,6 +131,9 @@ pub struct Outcome {
     pub unenforced: Vec<Gap>,
     /// The monitor's counters at the end (indexed by `Counter`), when it ran.
     pub counters: Option<[u64; COUNTERS]>,
+    /// Events user space dropped because its recorder fell behind (beside
+    /// those the kernel had no room for, in `counters`).
+    pub events_dropped: u64,
 }
 
 impl Outcome {
@@ -494,8 +497,9 @@ fn supervise_blocked(
         counters_pin: monitor.as_ref().and_then(|m| m.counters_pin.clone()),
         started_ms: registry::now_ms(),
     })?;
-    let mut sink = Recorder::open(req.events_json.as_deref(), journal, session)?;
-    sink.health("start", monitor.as_deref(), 0)?;
+    let health = monitor.as_ref().map(|m| (m.load_time, m.ring_bytes));
+    let sink = Background::start(Recorder::open(req.events_json.as_deref(), journal, session)?);
+    sink.send(move |r| r.health("start", health, 0));
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
     let mut frozen_until: Option<(Instant, Counter)> = None;
@@ -507,9 +511,15 @@ fn supervise_blocked(
     );
     let status = loop {
         let now = Instant::now();
+        if sink.failed() {
+            // Recording failed (say, the journal's disk is full): nothing may go on unrecorded.
+            say!("agent-guard: {who}: recording the session failed; ending it");
+            break end_session(cgroup, pid)?;
+        }
         if let Some((until, counter)) = frozen_until {
             if now >= until {
-                sink.alert(serde_json::json!({ "alert": "freeze_grace_expired", "counter": counter.name() }))?;
+                let name = counter.name();
+                sink.send(move |r| r.alert(serde_json::json!({ "alert": "freeze_grace_expired", "counter": name })));
                 say!("agent-guard: {who}: nobody resumed the frozen session within {}; ending it", crate::profile::HumanDuration(req.freeze_grace));
                 ended_by = EndedBy::Limit(counter);
                 break end_session(cgroup, pid)?;
@@ -517,7 +527,8 @@ fn supervise_blocked(
         }
         if wall_deadline.is_some_and(|d| now >= d) {
             ended_by = EndedBy::WallTime;
-            sink.alert(serde_json::json!({ "alert": "wall_time", "limit": req.policy.limits.wall_time.map(|w| w.to_string()) }))?;
+            let limit = req.policy.limits.wall_time.map(|w| w.to_string());
+            sink.send(move |r| r.alert(serde_json::json!({ "alert": "wall_time", "limit": limit })));
             say!(
                 "agent-guard: {who}: wall_time {} reached; ending the session",
                 req.policy.limits.wall_time.map(|w| w.to_string()).unwrap_or_default()
@@ -528,7 +539,7 @@ fn supervise_blocked(
             // An operator thawed it (`agent-guard resume`): the limit stands, the kill does not.
             frozen_until = None;
             say!("agent-guard: {who}: resumed by an operator");
-            sink.alert(serde_json::json!({ "alert": "resumed" }))?;
+            sink.send(|r| r.alert(serde_json::json!({ "alert": "resumed" })));
         }
         let deadline = match (wall_deadline, frozen_until) {
             (Some(a), Some((b, _))) => Some(a.min(b)),
@@ -576,16 +587,21 @@ fn supervise_blocked(
                     }
                     None => None,
                 };
-                if let Ok(c) = m.counters() {
-                    sink.lost(c[Counter::EventsLost as usize])?;
-                }
-                for event in &batch {
-                    sink.event(event)?;
-                }
-                sink.commit()?;
-                for alert in alerts {
-                    sink.alert(alert)?;
-                }
+                let dropped = sink.dropped();
+                let lost = m.counters().ok().map(|c| c[Counter::EventsLost as usize] + dropped);
+                let n = batch.len() as u64;
+                sink.send_events(n, move |r| {
+                    if let Some(lost) = lost {
+                        r.lost(lost)?;
+                    }
+                    for event in &batch {
+                        r.event(event)?;
+                    }
+                    for alert in alerts {
+                        r.alert(alert)?;
+                    }
+                    Ok(())
+                });
                 if let Some(st) = status {
                     break st;
                 }
@@ -617,21 +633,31 @@ fn supervise_blocked(
         );
     }
     let mut events_lost = 0;
-    if let Some(m) = monitor.as_deref_mut() {
+    if let Some(m) = monitor {
         // Events still queued when the session ended.
-        for event in m.drain() {
-            sink.event(&event)?;
-            if let Event::Limit { counter, value, limit, .. } = event {
+        let rest = m.drain();
+        for event in &rest {
+            if let Event::Limit { counter, value, limit, .. } = *event {
                 say!("agent-guard: {who}: limit {} passed ({value} > {limit})", counter.name());
                 if ended_by == EndedBy::Exit {
                     ended_by = EndedBy::Limit(counter);
                 }
             }
         }
-        events_lost = m.counters().map_or(0, |c| c[Counter::EventsLost as usize]);
+        sink.send(move |r| {
+            for event in &rest {
+                r.event(event)?;
+            }
+            Ok(())
+        });
+        events_lost = m.counters().map_or(0, |c| c[Counter::EventsLost as usize]) + sink.dropped();
     }
-    sink.health("end", monitor.as_deref(), events_lost)?;
-    sink.finish(events_lost)?;
+    sink.send(move |r| {
+        r.health("end", health, events_lost)?;
+        r.finish(events_lost)
+    });
+    let dropped = sink.dropped();
+    sink.finish()?;
     let (exit_code, signal) = if libc::WIFEXITED(status) {
         (Some(libc::WEXITSTATUS(status)), None)
     } else if libc::WIFSIGNALED(status) {
@@ -647,6 +673,7 @@ fn supervise_blocked(
         duration: started.elapsed(),
         unenforced: Vec::new(),
         counters: None,
+        events_dropped: dropped,
     })
 }
 
@@ -699,16 +726,17 @@ impl Recorder {
         self.write(&crate::monitor::record::EventRecord::from_event(&self.session, event))
     }
 
-    /// A `health` record: whether the monitor runs, what loading it took.
-    fn health(&mut self, phase: &str, monitor: Option<&Monitor>, events_lost: u64) -> Result<(), SessionError> {
+    /// A `health` record: whether the monitor runs (`monitor` gives its load
+    /// time and ring size), what loading it took.
+    fn health(&mut self, phase: &str, monitor: Option<(Duration, u32)>, events_lost: u64) -> Result<(), SessionError> {
         if self.out.is_none() && self.journal.is_none() {
             return Ok(());
         }
         let body = crate::monitor::record::EventBody::Health {
             phase: phase.to_owned(),
             monitor: monitor.is_some(),
-            load_ms: monitor.filter(|_| phase == "start").map(|m| m.load_time.as_millis() as u64),
-            ring_bytes: monitor.map(|m| m.ring_bytes),
+            load_ms: monitor.filter(|_| phase == "start").map(|(t, _)| t.as_millis() as u64),
+            ring_bytes: monitor.map(|(_, r)| r),
             events_lost,
         };
         self.write(&crate::monitor::record::EventRecord::health(&self.session, body))
@@ -762,6 +790,106 @@ impl Recorder {
                 .map_err(|source| SessionError::Sys { what: "writing the events file", source })?;
         }
         Ok(())
+    }
+}
+
+/// Events the recorder may fall behind by (about 20 MiB at most) before
+/// further ones are dropped, and counted.
+const RECORDER_BACKLOG: u64 = 262_144;
+
+/// Runs the [`Recorder`] on its own thread, so that serialising, hashing
+/// and journaling events never slows the loop that drains the ring buffer
+/// and acts on limits. Jobs run in order; the first failure stops the
+/// recording and raises `failed`, which makes the supervisor end the
+/// session (nothing unrecorded goes on).
+struct Background {
+    tx: Option<std::sync::mpsc::Sender<Job>>,
+    /// Events queued for the recorder and not yet written.
+    queued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Events dropped in user space because the recorder fell too far behind.
+    dropped: std::cell::Cell<u64>,
+    worker: Option<std::thread::JoinHandle<Result<(), SessionError>>>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Job = Box<dyn FnOnce(&mut Recorder) -> Result<(), SessionError> + Send>;
+
+impl Background {
+    fn start(mut recorder: Recorder) -> Background {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&failed);
+        let worker = std::thread::spawn(move || {
+            let fail = |e| {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Err(e)
+            };
+            // Run every job waiting, then write them to the journal together: one
+            // append per burst, however many small batches the drain loop sent.
+            while let Ok(job) = rx.recv() {
+                if let Err(e) = job(&mut recorder) {
+                    return fail(e);
+                }
+                while let Ok(job) = rx.try_recv() {
+                    if let Err(e) = job(&mut recorder) {
+                        return fail(e);
+                    }
+                }
+                if let Err(e) = recorder.commit() {
+                    return fail(e);
+                }
+            }
+            Ok(())
+        });
+        Background { tx: Some(tx), queued, dropped: std::cell::Cell::new(0), worker: Some(worker), failed }
+    }
+
+    /// Queues a job that must run (health, alerts, the end): waits for room.
+    fn send(&self, job: impl FnOnce(&mut Recorder) -> Result<(), SessionError> + Send + 'static) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Box::new(job));
+        }
+    }
+
+    /// Queues a batch of `events` events, or drops it (counted) when the
+    /// recorder is too far behind: the drain loop never waits, and a flood
+    /// cannot grow the supervisor's memory without bound.
+    fn send_events(&self, events: u64, job: impl FnOnce(&mut Recorder) -> Result<(), SessionError> + Send + 'static) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(tx) = &self.tx else { return };
+        if self.queued.load(SeqCst) + events > RECORDER_BACKLOG {
+            self.dropped.set(self.dropped.get() + events);
+            return;
+        }
+        self.queued.fetch_add(events, SeqCst);
+        let queued = std::sync::Arc::clone(&self.queued);
+        let sent = tx.send(Box::new(move |r: &mut Recorder| {
+            let result = job(r);
+            queued.fetch_sub(events, SeqCst);
+            result
+        }));
+        if sent.is_err() {
+            self.dropped.set(self.dropped.get() + events);
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for every job; returns the first failure.
+    fn finish(mut self) -> Result<(), SessionError> {
+        drop(self.tx.take());
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(SessionError::Sys { what: "recording the session", source: std::io::Error::other("the recorder thread panicked") }),
+            None => Ok(()),
+        }
     }
 }
 

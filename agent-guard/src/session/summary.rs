@@ -68,7 +68,7 @@ impl Summary {
             signal: outcome.signal,
             ended_by: outcome.ended_by,
             counters,
-            events_lost: outcome.counters.map_or(0, |c| c[Counter::EventsLost as usize]),
+            events_lost: outcome.counters.map_or(0, |c| c[Counter::EventsLost as usize]) + outcome.events_dropped,
             duration_ms: outcome.duration.as_millis() as u64,
             unenforced: outcome.unenforced.iter().map(ToString::to_string).collect(),
         }

@@ -126,3 +126,21 @@ fn events_come_from_the_journal_filtered_and_followed() {
     let n = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("\"kind\":\"event\"")).count();
     assert!(n >= 2, "exec and exit at least: {}", stdout(&out));
 }
+
+#[test]
+fn alerts_also_go_to_the_systemd_journal_socket() {
+    let profile = base_profile("").replace("wall_time = \"2m\"", "wall_time = \"1s\"");
+    let case = Case::new("journald", &profile);
+    // A stand-in for /run/systemd/journal/socket.
+    let socket = case.dir.path().join("journald.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).expect("bind");
+    listener.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let config = std::fs::read_to_string(case.config()).expect("config");
+    std::fs::write(case.config(), format!("journald_socket = {socket:?}\n{config}")).expect("config");
+    let out = case.probe(&["sleep", "30"]);
+    assert_eq!(out.status.code(), Some(137));
+    let mut buf = vec![0u8; 65536];
+    let n = listener.recv(&mut buf).expect("a datagram from the alert");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(text.contains("SYSLOG_IDENTIFIER=agent-guard\n") && text.contains("AGENT_GUARD_ALERT=wall_time\n"), "{text}");
+}

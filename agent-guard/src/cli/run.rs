@@ -96,6 +96,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         events_json: args.events_json.clone(),
         journal: Some(journal),
         state_dir: host.state_dir.clone(),
+        journald_socket: Some(host.journald_socket.clone()),
     })?;
     let summary = crate::session::summary::Summary::new(&outcome, &role, args.agent.as_deref());
     open_journal()?

@@ -12,6 +12,7 @@
 //! disk (`fdatasync`) before `append` returns. A torn last line left by a
 //! crash is kept, and marked by a `torn_tail` record at the next append.
 
+pub mod journald;
 pub mod verify;
 
 use std::{

@@ -36,6 +36,13 @@ pub struct HostConfig {
     /// Members of this group may control every session through the daemon.
     #[serde(default)]
     pub operator_group: Option<String>,
+    /// The systemd journal's socket, where alerts also go when it exists.
+    #[serde(default = "default_journald_socket")]
+    pub journald_socket: PathBuf,
+}
+
+fn default_journald_socket() -> PathBuf {
+    PathBuf::from(crate::journal::journald::DEFAULT_SOCKET)
 }
 
 fn default_socket() -> PathBuf {
@@ -59,6 +66,7 @@ impl Default for HostConfig {
             state_dir: default_state_dir(),
             socket: default_socket(),
             operator_group: None,
+            journald_socket: default_journald_socket(),
         }
     }
 }

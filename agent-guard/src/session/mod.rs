@@ -86,6 +86,8 @@ pub struct RunRequest {
     pub journal: Option<Journal>,
     /// Where the lockdown switch lives.
     pub state_dir: PathBuf,
+    /// The systemd journal's socket: alerts also go there when it exists.
+    pub journald_socket: Option<PathBuf>,
 }
 
 /// Why a session ended.
@@ -498,7 +500,7 @@ fn supervise_blocked(
         started_ms: registry::now_ms(),
     })?;
     let health = monitor.as_ref().map(|m| (m.load_time, m.ring_bytes));
-    let sink = Background::start(Recorder::open(req.events_json.as_deref(), journal, session)?);
+    let sink = Background::start(Recorder::open(req.events_json.as_deref(), journal, session, req.journald_socket.clone())?);
     sink.send(move |r| r.health("start", health, 0));
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
@@ -686,6 +688,8 @@ struct Recorder {
     session: String,
     /// Events lost that an `events_lost` record has reported already.
     lost_reported: u64,
+    /// The systemd journal's socket, where alerts also go when it exists.
+    journald: Option<PathBuf>,
 }
 
 fn journal_err(source: crate::journal::JournalError) -> SessionError {
@@ -693,12 +697,12 @@ fn journal_err(source: crate::journal::JournalError) -> SessionError {
 }
 
 impl Recorder {
-    fn open(path: Option<&std::path::Path>, journal: Option<Journal>, session: &str) -> Result<Recorder, SessionError> {
+    fn open(path: Option<&std::path::Path>, journal: Option<Journal>, session: &str, journald: Option<PathBuf>) -> Result<Recorder, SessionError> {
         let out = match path {
             Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).map_err(|source| SessionError::Sys { what: "creating the events file", source })?)),
             None => None,
         };
-        Ok(Recorder { out, journal, pending: Vec::new(), session: session.to_owned(), lost_reported: 0 })
+        Ok(Recorder { out, journal, pending: Vec::new(), session: session.to_owned(), lost_reported: 0, journald })
     }
 
     fn write(&mut self, record: &crate::monitor::record::EventRecord) -> Result<(), SessionError> {
@@ -744,6 +748,9 @@ impl Recorder {
 
     /// An alert for the operator, journaled at once.
     fn alert(&mut self, data: serde_json::Value) -> Result<(), SessionError> {
+        if let Some(socket) = &self.journald {
+            crate::journal::journald::send_alert(socket, &self.session, &data);
+        }
         self.pending.push(Entry { kind: "alert".to_owned(), session: Some(self.session.clone()), data });
         self.commit_with(true)
     }

@@ -8,10 +8,7 @@
 //! sees and controls only the sessions it started. Callers inside a
 //! session are refused before they get here.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use agent_guard_common::session::Counter;
 use schemars::JsonSchema;
@@ -35,8 +32,8 @@ pub enum ControlError {
     Journal(#[from] crate::journal::JournalError),
     #[error("{path}: {source}")]
     Io { path: String, #[source] source: std::io::Error },
-    #[error("session {0}: processes survived 5 s of SIGKILL")]
-    Unkillable(String),
+    #[error(transparent)]
+    Cgroup(#[from] crate::sandbox::cgroup::CgroupError),
 }
 
 /// Who is asking.
@@ -143,28 +140,7 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
 /// Kills one session and waits until its processes are gone.
 fn end(registry: &Registry, record: &SessionRecord, ending: &Ending) -> Result<(), ControlError> {
     registry.mark_ending(&record.session, ending)?;
-    let kill = record.cgroup.join("cgroup.kill");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let procs = match std::fs::read_to_string(record.cgroup.join("cgroup.procs")) {
-            Ok(p) => p,
-            Err(_) => return Ok(()), // the cgroup is gone: the session has ended
-        };
-        if procs.trim().is_empty() {
-            return Ok(());
-        }
-        if kill.exists() {
-            std::fs::write(&kill, "1").map_err(|source| ControlError::Io { path: kill.display().to_string(), source })?;
-        } else {
-            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(ControlError::Unkillable(record.session.clone()));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    Ok(crate::sandbox::cgroup::kill_cgroup(&record.cgroup, || {})?)
 }
 
 /// Ends the selected sessions `caller` may control; returns their ids.

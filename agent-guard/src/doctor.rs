@@ -211,7 +211,7 @@ fn monitor_check(roots: &CgroupRoots) -> Check {
         }
         Err(e) => {
             let full = crate::cli::render_error(&anyhow::Error::from(e));
-            check(name, false, Need::Wanted, full.split(" Verifier output:").next().unwrap_or_default().to_owned())
+            check(name, false, Need::Wanted, crate::monitor::before_verifier_log(&full).unwrap_or(&full).to_owned())
         }
     };
     let _ = fs::remove_dir(&dir);

@@ -42,6 +42,12 @@ pub enum MonitorError {
     Btf(#[from] btf::BtfError),
 }
 
+/// The part of a rendered load error before the verifier's log, which can
+/// run to pages; `None` when the verifier was not involved.
+pub fn before_verifier_log(rendered: &str) -> Option<&str> {
+    rendered.split_once(" Verifier output:").map(|(gist, _)| gist)
+}
+
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> MonitorError {
     move |source| MonitorError::Map { name, source }
 }

@@ -134,6 +134,42 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Kills every process in the cgroup v2 directory `dir` (`cgroup.kill`, or
+/// SIGKILL to each pid until none is left where the kernel lacks
+/// `cgroup.kill`), and waits until it is empty; a cgroup that is gone is
+/// empty. `reap` is called while waiting so that the caller can collect
+/// its own exited children.
+pub fn kill_cgroup(dir: &Path, mut reap: impl FnMut()) -> Result<(), CgroupError> {
+    let kill_file = dir.join("cgroup.kill");
+    let procs = dir.join("cgroup.procs");
+    let has_kill = kill_file.exists();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = match fs::read_to_string(&procs) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CgroupError::Read { path: procs, source }),
+        };
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if has_kill {
+            write_file(&kill_file, "1")?;
+        } else {
+            for pid in pids {
+                // SAFETY: kill(2) with a pid read from the session's cgroup; no memory is touched.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        reap();
+        if Instant::now() > deadline {
+            return Err(CgroupError::Unkillable { path: dir.to_owned() });
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The cgroup directories of one session.
 #[derive(Debug)]
 pub struct SessionCgroup {
@@ -245,40 +281,10 @@ impl SessionCgroup {
         Ok(())
     }
 
-    /// Pids currently in the session's v2 cgroup.
-    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        let path = self.v2.join("cgroup.procs");
-        let text = fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
-        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    }
-
-    /// Kills every process in the session (`cgroup.kill`, or SIGKILL to
-    /// each pid until none is left where the kernel lacks `cgroup.kill`),
-    /// and waits until the cgroup is empty. `reap` is called while waiting
-    /// so that the caller can collect its own exited children.
-    pub fn kill_all(&self, mut reap: impl FnMut()) -> Result<(), CgroupError> {
-        let kill_file = self.v2.join("cgroup.kill");
-        let has_kill = kill_file.exists();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let pids = self.pids()?;
-            if pids.is_empty() {
-                return Ok(());
-            }
-            if has_kill {
-                write_file(&kill_file, "1")?;
-            } else {
-                for pid in pids {
-                    // SAFETY: kill(2) with a pid read from our own session cgroup; no memory is touched.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            reap();
-            if Instant::now() > deadline {
-                return Err(CgroupError::Unkillable { path: self.v2.clone() });
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
+    /// Kills every process in the session and waits until the cgroup is
+    /// empty (see [`kill_cgroup`]).
+    pub fn kill_all(&self, reap: impl FnMut()) -> Result<(), CgroupError> {
+        kill_cgroup(&self.v2, reap)
     }
 
     /// Freezes (`true`) or thaws the whole session (`cgroup.freeze`).

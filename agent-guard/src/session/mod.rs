@@ -248,8 +248,8 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
             let full = crate::cli::render_error(&anyhow::Error::from(e));
             tracing::debug!("loading the monitor: {full}");
             // The verifier's log can run to pages: keep the gist, `doctor` and AGENT_GUARD_LOG=debug tell more.
-            let why = match full.split_once(" Verifier output:") {
-                Some((gist, _)) => format!("{gist} (the verifier refused it; AGENT_GUARD_LOG=debug shows its log)"),
+            let why = match crate::monitor::before_verifier_log(&full) {
+                Some(gist) => format!("{gist} (the verifier refused it; AGENT_GUARD_LOG=debug shows its log)"),
                 None => full.lines().next().unwrap_or_default().to_owned(),
             };
             gaps.extend(sandbox::monitor_gaps(policy, &why));

@@ -57,13 +57,19 @@ pub struct ReasonArg {
 /// Refuses callers inside a session or without privilege; runs before
 /// anything else (even reading the host config).
 pub fn authorize() -> anyhow::Result<u32> {
-    if control::in_session(std::process::id()) {
-        bail!("refused: a process inside an agent session may not control sessions");
-    }
+    refuse_in_session()?;
     if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false) {
         bail!("refused: controlling sessions without the daemon needs root (CAP_SYS_ADMIN); start `agent-guard daemon` to let operator groups and owners do it");
     }
     Ok(nix::unistd::getuid().as_raw())
+}
+
+/// Refuses a caller that runs inside an agent session.
+fn refuse_in_session() -> anyhow::Result<()> {
+    if control::in_session(std::process::id()) {
+        bail!("refused: a process inside an agent session may not control sessions");
+    }
+    Ok(())
 }
 
 /// The socket named by `$AGENT_GUARD_SOCKET`, else the host config's.
@@ -71,15 +77,13 @@ fn socket_path(config: Option<&Path>) -> std::path::PathBuf {
     std::env::var_os("AGENT_GUARD_SOCKET")
         .map(std::path::PathBuf::from)
         .or_else(|| super::load_host_config(config).ok().map(|h| h.socket))
-        .unwrap_or_else(|| std::path::PathBuf::from("/run/agent-guard/control.sock"))
+        .unwrap_or_else(|| crate::profile::HostConfig::default().socket)
 }
 
 /// Runs `op` through the daemon when one is listening, else directly (root only).
 fn act(config: Option<&Path>, op: Op) -> anyhow::Result<Reply> {
     // Inside a session, not even the daemon is asked.
-    if control::in_session(std::process::id()) {
-        bail!("refused: a process inside an agent session may not control sessions");
-    }
+    refuse_in_session()?;
     let socket = socket_path(config);
     if let Some(mut stream) = client::connect(&socket) {
         return Ok(client::call(&mut stream, &socket, op)?);

@@ -1,6 +1,8 @@
 //! Per-session counters, limits and network rules as the kernel side sees
-//! them. One eBPF object instance serves one session: its globals name the
-//! session's cgroup and limits, its maps hold the counters and rules.
+//! them. One eBPF object instance, loaded once and pinned, serves every
+//! session: the `SESSIONS` map holds a [`SessionState`] per session keyed
+//! by the session's cgroup v2 id, and the network maps key their entries
+//! by the same id.
 
 /// A per-session counter, the index into the `COUNTERS` map and `LIMITS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -144,6 +146,55 @@ impl PortRanges {
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
 unsafe impl aya::Pod for PortRanges {}
+
+/// One session as the kernel side sees it: the value of the `SESSIONS`
+/// map, keyed by the session's cgroup id. User space inserts it once when
+/// the session starts (never rewrites it: the kernel side updates the
+/// counters in place with atomic adds) and removes it when the session ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct SessionState {
+    /// Exact counters, indexed by [`Counter`].
+    pub counters: [u64; COUNTERS],
+    /// Limits per counter (`u64::MAX`: none).
+    pub limits: [u64; COUNTERS],
+    /// The last event sequence number handed out.
+    pub seq: u64,
+    /// `ON_LIMIT_KILL` or `ON_LIMIT_FREEZE`.
+    pub on_limit: u32,
+    /// Set to 1 once a limit with `on_limit = "kill"` has passed: every
+    /// task of the session is killed at its next hooked call.
+    pub ended: u32,
+    /// Ports the session may bind.
+    pub bind: PortRanges,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4);
+const _: () = assert!(core::mem::size_of::<SessionState>() % 8 == 0);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
+unsafe impl aya::Pod for SessionState {}
+
+/// Keys of the `NET_V4`/`NET_V6` LPM tries: the session's cgroup id (big
+/// endian, so that it forms the first 64 bits of every prefix), then the
+/// address in network order.
+pub const NET_V4_KEY: usize = 8 + 4;
+pub const NET_V6_KEY: usize = 8 + 16;
+
+/// The LPM key data for `addr` in the session `cgroup`; the prefix length
+/// is 64 plus the address prefix's.
+pub fn net_key<const N: usize>(cgroup: u64, addr: &[u8]) -> [u8; N] {
+    let mut key = [0u8; N];
+    key[..8].copy_from_slice(&cgroup.to_be_bytes());
+    let mut i = 0;
+    while i < addr.len() && 8 + i < N {
+        key[8 + i] = addr[i];
+        i += 1;
+    }
+    key
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 //! hooks) and [`tracing`] (counters from system-wide tracepoints). [`maps`]
 //! holds the maps, globals and counting helpers; [`probe`] the trivial
 //! programs `agent-guard doctor` loads to learn what the kernel accepts.
-//! One instance of this object serves one session.
+//! One instance of this object, loaded once and pinned, serves every
+//! session (see [`maps`]).
 #![no_std]
 #![no_main]
 // Atomic fetch-add and compare-exchange: the BPF target has no atomic CAS in `core::sync`.

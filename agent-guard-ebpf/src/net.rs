@@ -1,20 +1,24 @@
-//! The network allowlist: `cgroup/connect4|6` and `cgroup/sendmsg4|6`
-//! attached to the session cgroup allow only the profile's destinations
-//! (TCP and UDP, IPv4 and IPv6); `bind4|6` only its ports. Returning 0
-//! makes the call fail with EPERM. `cgroup_skb/egress` counts the bytes
-//! the session sends and drops packets past the `bytes_out` limit.
+//! The network allowlist: `cgroup/connect4|6` and `cgroup/sendmsg4|6`,
+//! attached once to the cgroup that holds every session, allow a
+//! session's tasks only its profile's destinations (TCP and UDP, IPv4 and
+//! IPv6); `bind4|6` only its ports. Returning 0 makes the call fail with
+//! EPERM. `cgroup_skb/egress` counts the bytes each session sends and
+//! drops packets past its `bytes_out` limit. Tasks in no session pass.
 
 use agent_guard_common::{
     event::{ConnectEvent, EventKind},
     session::Counter,
 };
 use aya_ebpf::{
+    helpers::gen::bpf_skb_cgroup_id,
     macros::{cgroup_skb, cgroup_sock_addr},
     maps::lpm_trie::Key,
     programs::{SkBuffContext, SockAddrContext},
 };
 
-use crate::maps::{add, emit, ended, header, over_limit, BIND_PORTS, NET_V4, NET_V6};
+use agent_guard_common::session::{net_key, NET_V4_KEY, NET_V6_KEY};
+
+use crate::maps::{Session, NET_V4, NET_V6};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -56,18 +60,21 @@ pub fn bind6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn check_v4(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
+    let Some(session) = Session::current() else { return ALLOW };
     // SAFETY: the kernel passes a valid bpf_sock_addr for this program type.
     let sa = unsafe { &*ctx.sock_addr };
     let port = u16::from_be(sa.user_port as u16);
     let ip = sa.user_ip4.to_ne_bytes();
-    let allowed = NET_V4.get(&Key::new(32, ip)).is_some_and(|r| r.allows(port));
+    let key = Key::new(64 + 32, net_key::<NET_V4_KEY>(session.cgroup, &ip));
+    let allowed = NET_V4.get(&key).is_some_and(|r| r.allows(port));
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&ip);
-    decide(allowed, AF_INET as u16, sa.protocol as u16, port, addr, via_sendmsg)
+    decide(&session, allowed, AF_INET as u16, sa.protocol as u16, port, addr, via_sendmsg)
 }
 
 #[inline(always)]
 fn check_v6(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
+    let Some(session) = Session::current() else { return ALLOW };
     // SAFETY: as above.
     let sa = unsafe { &*ctx.sock_addr };
     let port = u16::from_be(sa.user_port as u16);
@@ -76,27 +83,28 @@ fn check_v6(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
     ip[4..8].copy_from_slice(&sa.user_ip6[1].to_ne_bytes());
     ip[8..12].copy_from_slice(&sa.user_ip6[2].to_ne_bytes());
     ip[12..].copy_from_slice(&sa.user_ip6[3].to_ne_bytes());
-    let allowed = NET_V6.get(&Key::new(128, ip)).is_some_and(|r| r.allows(port));
-    decide(allowed, AF_INET6 as u16, sa.protocol as u16, port, ip, via_sendmsg)
+    let key = Key::new(64 + 128, net_key::<NET_V6_KEY>(session.cgroup, &ip));
+    let allowed = NET_V6.get(&key).is_some_and(|r| r.allows(port));
+    decide(&session, allowed, AF_INET6 as u16, sa.protocol as u16, port, ip, via_sendmsg)
 }
 
 /// Counts the attempt, applies the connects limit, reports, and answers.
 #[inline(always)]
-fn decide(mut allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
+fn decide(session: &Session, mut allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
     // A session a limit has ended sends nothing more.
-    if ended() {
+    if session.ended() {
         allowed = false;
     }
-    let attempts = add(Counter::Connects, 1);
+    let attempts = session.add(Counter::Connects, 1);
     // Past the connects limit nothing more goes out, whatever the destination.
-    if over_limit(Counter::Connects, attempts, 1, false) {
+    if session.over_limit(Counter::Connects, attempts, 1, false) {
         allowed = false;
     }
     if !allowed {
-        add(Counter::ConnectsDenied, 1);
+        session.add(Counter::ConnectsDenied, 1);
     }
-    emit(ConnectEvent {
-        header: header(EventKind::Connect as u32),
+    session.emit(ConnectEvent {
+        header: session.header(EventKind::Connect as u32),
         family,
         protocol,
         port,
@@ -113,6 +121,7 @@ fn decide(mut allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 1
 
 #[inline(always)]
 fn check_bind(ctx: &SockAddrContext) -> i32 {
+    let Some(session) = Session::current() else { return ALLOW };
     // SAFETY: as above.
     let sa = unsafe { &*ctx.sock_addr };
     let port = u16::from_be(sa.user_port as u16);
@@ -121,19 +130,23 @@ fn check_bind(ctx: &SockAddrContext) -> i32 {
     if port == 0 {
         return ALLOW;
     }
-    match BIND_PORTS.get(0) {
-        Some(r) if r.allows(port) => ALLOW,
-        _ => DENY,
+    if session.bind_allows(port) {
+        ALLOW
+    } else {
+        DENY
     }
 }
 
-/// Counts every packet the session sends (IP length, headers included);
-/// past the `bytes_out` limit, packets are dropped.
+/// Counts every packet a session sends (IP length, headers included);
+/// past the `bytes_out` limit, packets are dropped. The session is the
+/// packet's socket's cgroup: egress may run outside the sender's context.
 #[cgroup_skb]
 pub fn egress(ctx: SkBuffContext) -> i32 {
+    // SAFETY: the kernel passes a valid __sk_buff for this program type.
+    let Some(session) = Session::of(unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }) else { return ALLOW };
     let len = u64::from(ctx.len());
-    let total = add(Counter::BytesOut, len);
-    if over_limit(Counter::BytesOut, total, len, false) {
+    let total = session.add(Counter::BytesOut, len);
+    if session.over_limit(Counter::BytesOut, total, len, false) {
         DENY
     } else {
         ALLOW

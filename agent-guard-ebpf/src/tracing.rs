@@ -1,6 +1,6 @@
-//! System-wide tracepoints that count what the session's processes do.
-//! Each returns at once for tasks outside the session: one comparison of
-//! the current cgroup id with the session's.
+//! System-wide tracepoints that count what the sessions' processes do.
+//! Each returns at once for tasks outside every session: one hash lookup
+//! of the current cgroup id.
 //!
 //! Calls whose outcome matters are paired: the enter hook records the
 //! arguments under the thread's id, the exit hook counts on success.
@@ -21,7 +21,7 @@ use agent_guard_common::session::{
 };
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
-use crate::maps::{add, emit, emit_ref, ended, header, offset, over_limit, raise_to, session_cgroup};
+use crate::maps::{offset, Session};
 
 /// Arguments recorded at a syscall's entry, by thread (`pid_tgid`).
 #[map]
@@ -66,18 +66,17 @@ const fn arg(n: usize) -> usize {
 }
 const RET: usize = 16;
 
-/// Whether the current task belongs to the session. A task of a session
-/// a limit has ended is killed here, at its first hooked call, so the
+/// The current task's session, if it is in one. A task of a session a
+/// limit has ended is killed here, at its first hooked call, so the
 /// session stops at once even before user space reacts.
 #[inline(always)]
-fn in_session() -> bool {
-    // SAFETY: bpf_get_current_cgroup_id has no preconditions.
-    let inside = (unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() }) == session_cgroup();
-    if inside && ended() {
+fn in_session() -> Option<Session> {
+    let session = Session::current()?;
+    if session.ended() {
         // SAFETY: SIGKILL to the current task, delivered on return to user space.
         unsafe { aya_ebpf::helpers::bpf_send_signal(9) };
     }
-    inside
+    Some(session)
 }
 
 #[inline(always)]
@@ -102,15 +101,15 @@ fn recall() -> Option<u64> {
 
 // ---- processes ----
 
-fn process_started() {
-    add(Counter::Processes, 1);
-    let alive = add(Counter::ProcessesAlive, 1);
-    raise_to(Counter::ProcessesPeak, alive);
+fn process_started(s: &Session) {
+    s.add(Counter::Processes, 1);
+    let alive = s.add(Counter::ProcessesAlive, 1);
+    s.raise_to(Counter::ProcessesPeak, alive);
 }
 
 #[tracepoint]
 pub fn tp_enter_clone(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if in_session().is_some() {
         if let Some(flags) = read::<u64>(&ctx, arg(0)) {
             if flags & CLONE_THREAD == 0 {
                 remember(1);
@@ -122,7 +121,7 @@ pub fn tp_enter_clone(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn tp_enter_clone3(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if in_session().is_some() {
         // clone_args.flags is the first field of the struct the caller passes.
         if let Some(args) = read::<u64>(&ctx, arg(0)) {
             // SAFETY: reading 8 bytes of the caller's memory through the helper.
@@ -140,10 +139,10 @@ pub fn tp_enter_clone3(ctx: TracePointContext) -> u32 {
 /// the entry recorded a non-thread clone.
 #[tracepoint]
 pub fn tp_exit_clone(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if let Some(s) = in_session() {
         let pending = recall();
         if read::<i64>(&ctx, RET).is_some_and(|r| r > 0) && pending.is_some() {
-            process_started();
+            process_started(&s);
         }
     }
     0
@@ -152,8 +151,10 @@ pub fn tp_exit_clone(ctx: TracePointContext) -> u32 {
 /// `sys_exit_fork`/`vfork`: always a new process.
 #[tracepoint]
 pub fn tp_exit_fork(ctx: TracePointContext) -> u32 {
-    if in_session() && read::<i64>(&ctx, RET).is_some_and(|r| r > 0) {
-        process_started();
+    if let Some(s) = in_session() {
+        if read::<i64>(&ctx, RET).is_some_and(|r| r > 0) {
+            process_started(&s);
+        }
     }
     0
 }
@@ -162,14 +163,15 @@ pub fn tp_exit_fork(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tp_process_exit(ctx: TracePointContext) -> u32 {
     const GROUP_DEAD: usize = 32;
-    if in_session() && read::<u8>(&ctx, GROUP_DEAD).is_some_and(|d| d != 0) {
-        add(Counter::ProcessesAlive, u64::MAX); // wrapping: minus one
+    let Some(s) = in_session() else { return 0 };
+    if read::<u8>(&ctx, GROUP_DEAD).is_some_and(|d| d != 0) {
+        s.add(Counter::ProcessesAlive, u64::MAX); // wrapping: minus one
         // SAFETY: the current task is valid; the read goes through the helper.
         let status = unsafe {
             let task = bpf_get_current_task() as *const u8;
             bpf_probe_read_kernel(task.wrapping_add(offset(OFF_TASK_EXIT_CODE)) as *const u32).unwrap_or(0)
         };
-        emit(ExitEvent { header: header(EventKind::Exit as u32), status, _pad: 0 });
+        s.emit(ExitEvent { header: s.header(EventKind::Exit as u32), status, _pad: 0 });
     }
     0
 }
@@ -180,9 +182,9 @@ pub fn tp_process_exit(ctx: TracePointContext) -> u32 {
 /// task is killed before it runs a single instruction of the new program.
 #[tracepoint]
 pub fn tp_process_exec(_ctx: TracePointContext) -> u32 {
-    if in_session() {
-        let n = add(Counter::Execs, 1);
-        over_limit(Counter::Execs, n, 1, true);
+    if let Some(s) = in_session() {
+        let n = s.add(Counter::Execs, 1);
+        s.over_limit(Counter::Execs, n, 1, true);
     }
     0
 }
@@ -191,13 +193,11 @@ pub fn tp_process_exec(_ctx: TracePointContext) -> u32 {
 /// (path at arg 1, argv at arg 2): reports the attempt.
 #[inline(always)]
 fn exec_event(ctx: &TracePointContext, path_arg: usize) {
-    if !in_session() {
-        return;
-    }
+    let Some(s) = in_session() else { return };
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
-    ev.header = header(EventKind::Exec as u32);
+    ev.header = s.header(EventKind::Exec as u32);
     ev.uid = bpf_get_current_uid_gid() as u32;
     ev.argc = 0;
     ev.path = [0; EXEC_PATH_LEN];
@@ -219,7 +219,7 @@ fn exec_event(ctx: &TracePointContext, path_arg: usize) {
             ev.argc = i as u32 + 1;
         }
     }
-    emit_ref(ev);
+    s.emit_ref(ev);
 }
 
 #[tracepoint]
@@ -264,7 +264,7 @@ fn open_entry(ctx: &TracePointContext, flags: u64, path_arg: usize) {
 /// `sys_enter_openat` (path at arg 1, flags at arg 2).
 #[tracepoint]
 pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if in_session().is_some() {
         open_entry(&ctx, read::<u64>(&ctx, arg(2)).unwrap_or(0), 1);
     }
     0
@@ -273,7 +273,7 @@ pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
 /// `sys_enter_open` (path at arg 0, flags at arg 1).
 #[tracepoint]
 pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if in_session().is_some() {
         open_entry(&ctx, read::<u64>(&ctx, arg(1)).unwrap_or(0), 0);
     }
     0
@@ -282,7 +282,7 @@ pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
 /// `sys_enter_creat` (path at arg 0).
 #[tracepoint]
 pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if in_session().is_some() {
         open_entry(&ctx, O_WRONLY_CREAT_TRUNC, 0);
     }
     0
@@ -291,7 +291,7 @@ pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
 /// `openat2` (path at arg 1): the flags are the first field of the caller's `open_how`.
 #[tracepoint]
 pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if in_session().is_some() {
         if let Some(how) = read::<u64>(&ctx, arg(2)) {
             // SAFETY: reading 8 bytes of the caller's memory through the helper.
             let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
@@ -305,32 +305,32 @@ pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
 /// for reading, when the call returned a descriptor.
 #[tracepoint]
 pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if let Some(s) = in_session() {
         let flags = recall();
         if let (Some(flags), Some(ret)) = (flags, read::<i64>(&ctx, RET)) {
             if writes(flags) {
                 // The count never depends on the event's bookkeeping.
                 if ret >= 0 {
-                    add(Counter::FilesWritten, 1);
+                    s.add(Counter::FilesWritten, 1);
                 }
                 let key = bpf_get_current_pid_tgid();
                 match PENDING_OPEN.get_ptr_mut(&key) {
                     Some(ev) if ret >= 0 => {
                         // SAFETY: the entry is ours (keyed by this thread) until removed below.
                         let ev = unsafe { &mut *ev };
-                        ev.header = header(EventKind::FileOpenWrite as u32);
+                        ev.header = s.header(EventKind::FileOpenWrite as u32);
                         ev.fd = ret as i32;
-                        emit_ref(ev);
+                        s.emit_ref(ev);
                     }
                     // The entry was evicted (over 4096 opens in flight): the event is lost, and counted so.
                     None if ret >= 0 => {
-                        add(Counter::EventsLost, 1);
+                        s.add(Counter::EventsLost, 1);
                     }
                     _ => {}
                 }
                 let _ = PENDING_OPEN.remove(&key);
             } else if ret >= 0 {
-                add(Counter::FilesRead, 1);
+                s.add(Counter::FilesRead, 1);
             }
         }
     }
@@ -341,8 +341,10 @@ pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
 /// a destructive operation when it succeeded.
 #[tracepoint]
 pub fn tp_exit_destructive(ctx: TracePointContext) -> u32 {
-    if in_session() && read::<i64>(&ctx, RET) == Some(0) {
-        add(Counter::DestructiveOps, 1);
+    if let Some(s) = in_session() {
+        if read::<i64>(&ctx, RET) == Some(0) {
+            s.add(Counter::DestructiveOps, 1);
+        }
     }
     0
 }
@@ -382,11 +384,11 @@ fn is_regular_file(fd: u64) -> bool {
 /// signal lands on the way back to user space).
 #[tracepoint]
 pub fn tp_enter_write(ctx: TracePointContext) -> u32 {
-    if in_session() {
+    if let Some(s) = in_session() {
         if let Some(fd) = read::<u64>(&ctx, arg(0)) {
             if is_regular_file(fd) {
-                let n = add(Counter::FileWrites, 1);
-                over_limit(Counter::FileWrites, n, 1, true);
+                let n = s.add(Counter::FileWrites, 1);
+                s.over_limit(Counter::FileWrites, n, 1, true);
             }
         }
     }
@@ -402,7 +404,7 @@ const EACCES: i64 = 13;
 /// `sys_enter_connect` (fd, address, length): remembers an IP destination.
 #[tracepoint]
 pub fn tp_enter_connect(ctx: TracePointContext) -> u32 {
-    if !in_session() {
+    if in_session().is_none() {
         return 0;
     }
     let Some(ptr) = read::<u64>(&ctx, arg(1)) else { return 0 };
@@ -431,9 +433,7 @@ pub fn tp_enter_connect(ctx: TracePointContext) -> u32 {
 /// here, so that `connects` and `connects_denied` hold every attempt.
 #[tracepoint]
 pub fn tp_exit_connect(ctx: TracePointContext) -> u32 {
-    if !in_session() {
-        return 0;
-    }
+    let Some(s) = in_session() else { return 0 };
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let dest = unsafe { PENDING_CONNECT.get(&key) }.copied();
@@ -442,11 +442,11 @@ pub fn tp_exit_connect(ctx: TracePointContext) -> u32 {
     if ret != -EACCES {
         return 0;
     }
-    let n = add(Counter::Connects, 1);
-    over_limit(Counter::Connects, n, 1, false);
-    add(Counter::ConnectsDenied, 1);
-    emit(agent_guard_common::event::ConnectEvent {
-        header: header(EventKind::Connect as u32),
+    let n = s.add(Counter::Connects, 1);
+    s.over_limit(Counter::Connects, n, 1, false);
+    s.add(Counter::ConnectsDenied, 1);
+    s.emit(agent_guard_common::event::ConnectEvent {
+        header: s.header(EventKind::Connect as u32),
         family: dest.family,
         protocol: 0,
         port: dest.port,

@@ -113,7 +113,7 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
         .into_iter()
         .filter(|r| may_act(caller, r))
         .map(|r| {
-            let counters = r.counters_pin.as_deref().and_then(crate::monitor::pinned_counters).map(|c| LiveCounters {
+            let counters = r.cgroup_id.and_then(crate::monitor::shared::pinned_counters).map(|c| LiveCounters {
                 processes: c[Counter::Processes as usize],
                 processes_alive: c[Counter::ProcessesAlive as usize],
                 execs: c[Counter::Execs as usize],

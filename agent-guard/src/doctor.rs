@@ -191,8 +191,9 @@ fn ebpf_checks(btf: Option<&Btf>, roots: &CgroupRoots) -> Vec<Check> {
     checks
 }
 
-/// Loads and attaches the whole monitor, as `run` does, for an empty probe
-/// session cgroup, then detaches it.
+/// Registers an empty probe session with the shared monitor, as `run`
+/// does (loading and pinning the instance if no process has yet), then
+/// forgets it.
 fn monitor_check(roots: &CgroupRoots) -> Check {
     let name = "eBPF monitor (what run loads)";
     let Some(v2) = &roots.v2 else { return check(name, false, Need::Wanted, "needs a cgroup v2 mount") };
@@ -202,12 +203,19 @@ fn monitor_check(roots: &CgroupRoots) -> Check {
     }
     let policy = crate::profile::Policy::probe_only(&dir);
     let started = std::time::Instant::now();
-    let result = crate::monitor::Monitor::attach(&policy, &dir, None);
+    let result = crate::monitor::Monitor::attach(&policy, &dir);
     let took = started.elapsed();
     let out = match result {
         Ok(m) => {
+            let how = if m.loaded_instance { "loaded, attached and pinned" } else { "already pinned" };
             drop(m);
-            check(name, true, Need::Wanted, format!("loaded and attached in {} ms", took.as_millis()))
+            let detail = format!(
+                "instance {} {how} under {}; a session registered in {} ms",
+                crate::monitor::shared::version(),
+                crate::monitor::shared::pin_root().display(),
+                took.as_millis()
+            );
+            check(name, true, Need::Wanted, detail)
         }
         Err(e) => {
             let full = crate::cli::render_error(&anyhow::Error::from(e));

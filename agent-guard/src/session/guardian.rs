@@ -2,11 +2,6 @@
 //! the session if its supervisor dies without doing so (SIGKILL, OOM, a
 //! crash), so that no agent outlives the process that confines it.
 //!
-//! It also keeps the monitor's eBPF links open until the supervisor has
-//! exited: each tracepoint detach waits for an RCU grace period and the
-//! kernel does them one at a time (about a second for all of them), so the
-//! guardian pays that, in the background, instead of the session's end.
-//!
 //! Protocol: the supervisor holds the write end of a pipe. It writes one
 //! byte once the session is over; the guardian then only waits for the
 //! pipe to close (the supervisor's exit) and exits. End of file without
@@ -27,11 +22,10 @@ const DONE: u8 = b'd';
 
 impl Guardian {
     /// Forks the guardian (twice, so that it is not our child and never
-    /// waits on us to reap it). It inherits every fd open now, the
-    /// monitor's among them: spawn it after the monitor is attached.
-    /// `leftovers` are files to remove if it has to clean up (the session's
-    /// registry record, its pinned map).
-    pub fn spawn(cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf]) -> std::io::Result<Guardian> {
+    /// waits on us to reap it). `leftovers` are files to remove if it has
+    /// to clean up (the session's registry records); `monitored` the
+    /// session's cgroup id, to forget in the monitor's maps.
+    pub fn spawn(cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf], monitored: Option<u64>) -> std::io::Result<Guardian> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two fds into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -52,7 +46,7 @@ impl Guardian {
                     libc::_exit(0);
                 }
             }
-            watch(&rx, cgroup, leftovers);
+            watch(&rx, cgroup, leftovers, monitored);
             // SAFETY: ending the guardian without running the supervisor's destructors.
             unsafe { libc::_exit(0) }
         }
@@ -77,7 +71,7 @@ impl Guardian {
 
 /// The guardian's life: detach from the terminal, wait, and clean up if
 /// the supervisor vanished.
-fn watch(rx: &OwnedFd, cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf]) {
+fn watch(rx: &OwnedFd, cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf], monitored: Option<u64>) {
     // SAFETY: setsid and dup2 onto stdio: no memory is involved.
     unsafe {
         // Out of the terminal's process group: Ctrl-C is for the agent, not for us.
@@ -107,6 +101,13 @@ fn watch(rx: &OwnedFd, cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf])
         let _ = cgroup.remove();
         for path in leftovers {
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(id) = monitored {
+            for (dir, _) in crate::monitor::shared::instances() {
+                if let Ok(mut shared) = crate::monitor::shared::Shared::open(&dir) {
+                    shared.forget(id);
+                }
+            }
         }
     }
 }

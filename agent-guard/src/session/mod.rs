@@ -235,13 +235,10 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     let envp = sandbox::env_cstrings(&env)?;
     // From here on, a failure must not leave the session's cgroup behind.
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
-    // The monitor attaches to the cgroup before the agent joins it.
-    let attaching = Instant::now();
-    // bpffs refuses names with a dot.
-    let pin = req.runtime_dir.join("sessions").join(format!("{session}-counters"));
-    let monitor = match Monitor::attach(policy, &cgroup.v2, Some(&pin)) {
+    // The session is registered with the monitor before the agent joins its cgroup.
+    let monitor = match Monitor::attach(policy, &cgroup.v2) {
         Ok(m) => {
-            tracing::debug!(session = %session, "monitor loaded and attached in {:?}", attaching.elapsed());
+            tracing::debug!(session = %session, loaded_instance = m.loaded_instance, "monitor registration took {:?}", m.load_time);
             Some(m)
         }
         Err(e) => {
@@ -289,9 +286,8 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         req.runtime_dir.join("sessions").join(format!("{session}.ended")),
     ]
     .into_iter()
-    .chain(monitor.as_ref().and_then(|m| m.counters_pin.clone()))
     .collect::<Vec<_>>();
-    let guardian = match guardian::Guardian::spawn(&cgroup, &leftovers) {
+    let guardian = match guardian::Guardian::spawn(&cgroup, &leftovers, monitor.as_ref().map(|m| m.cgroup_id)) {
         Ok(g) => g,
         Err(source) => {
             let _ = cgroup.remove();
@@ -496,7 +492,7 @@ fn supervise_blocked(
         supervisor_pid: std::process::id(),
         main_pid: pid as u32,
         cgroup: cgroup.v2.clone(),
-        counters_pin: monitor.as_ref().and_then(|m| m.counters_pin.clone()),
+        cgroup_id: monitor.as_ref().map(|m| m.cgroup_id),
         started_ms: registry::now_ms(),
     })?;
     let health = monitor.as_ref().map(|m| (m.load_time, m.ring_bytes));

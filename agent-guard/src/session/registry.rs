@@ -41,8 +41,8 @@ pub struct SessionRecord {
     pub main_pid: u32,
     /// The session's cgroup v2 directory.
     pub cgroup: PathBuf,
-    /// The monitor's pinned counters map, when pinned.
-    pub counters_pin: Option<PathBuf>,
+    /// The session's cgroup v2 id, its key in the monitor's maps, when the monitor watches it.
+    pub cgroup_id: Option<u64>,
     pub started_ms: u64,
 }
 

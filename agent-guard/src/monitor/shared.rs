@@ -1,0 +1,383 @@
+//! The one shared instance of agent-guard's eBPF object: loaded once (by
+//! the daemon when it starts, or by the first `run` on a host without
+//! one), attached once, and pinned under bpffs so that counting and
+//! enforcement outlive the process that loaded it: a daemon restart or a
+//! supervisor crash leaves every session watched.
+//!
+//! Layout: `/sys/fs/bpf/agent-guard/<version>/` holds the maps
+//! (`SESSIONS`, `SESSION_RINGS`, `NET_V4`, `NET_V6`) and one pinned link
+//! per attachment (`link_*`). The version is a digest of the object, so an
+//! upgraded binary loads its own instance beside the old one, which stays
+//! until its last session ends. Loading, registering a session and
+//! sweeping stale entries happen under an exclusive `flock` of
+//! `/sys/fs/bpf/agent-guard`.
+
+use std::{
+    fs,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+use agent_guard_common::session::{PortRanges, SessionState, COUNTERS, NET_V4_KEY, NET_V6_KEY};
+use aya::{
+    maps::{lpm_trie::Key, HashMap, HashOfMaps, LpmTrie, Map, MapData},
+    programs::{links::CgroupAttachMode, links::FdLink, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
+    EbpfLoader,
+};
+use sha2::Digest;
+
+use super::{btf, map_err, prog_err, MonitorError};
+
+/// `bpf_map_update_elem` flag: only insert.
+const BPF_NOEXIST: u64 = 1;
+
+/// bpffs, where the instance is pinned.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Everything agent-guard pins lives here.
+pub fn pin_root() -> PathBuf {
+    Path::new(BPFFS).join("agent-guard")
+}
+
+/// The version of the embedded object: the first 16 hex digits of its SHA-256.
+pub fn version() -> String {
+    let digest = sha2::Sha256::digest(crate::doctor::EBPF_OBJECT);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// System-wide tracepoints: (program, category, tracepoint).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tp_enter_clone", "syscalls", "sys_enter_clone"),
+    ("tp_enter_clone3", "syscalls", "sys_enter_clone3"),
+    ("tp_exit_clone", "syscalls", "sys_exit_clone"),
+    ("tp_exit_clone", "syscalls", "sys_exit_clone3"),
+    ("tp_exit_fork", "syscalls", "sys_exit_fork"),
+    ("tp_exit_fork", "syscalls", "sys_exit_vfork"),
+    ("tp_process_exit", "sched", "sched_process_exit"),
+    ("tp_process_exec", "sched", "sched_process_exec"),
+    ("tp_enter_execve", "syscalls", "sys_enter_execve"),
+    ("tp_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("tp_enter_openat", "syscalls", "sys_enter_openat"),
+    ("tp_enter_open", "syscalls", "sys_enter_open"),
+    ("tp_enter_creat", "syscalls", "sys_enter_creat"),
+    ("tp_enter_openat2", "syscalls", "sys_enter_openat2"),
+    ("tp_exit_open", "syscalls", "sys_exit_openat"),
+    ("tp_exit_open", "syscalls", "sys_exit_open"),
+    ("tp_exit_open", "syscalls", "sys_exit_creat"),
+    ("tp_exit_open", "syscalls", "sys_exit_openat2"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_unlink"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_unlinkat"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_rename"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_renameat"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_renameat2"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_truncate"),
+    ("tp_exit_destructive", "syscalls", "sys_exit_ftruncate"),
+    ("tp_enter_connect", "syscalls", "sys_enter_connect"),
+    ("tp_exit_connect", "syscalls", "sys_exit_connect"),
+    ("tp_enter_write", "syscalls", "sys_enter_write"),
+    ("tp_enter_write", "syscalls", "sys_enter_writev"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwrite64"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwritev"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwritev2"),
+];
+
+/// Programs attached to the cgroup that holds every session.
+const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
+
+/// The maps of the instance, pinned by these names; `SESSIONS` is pinned
+/// last and so marks a complete instance.
+const MAPS: [&str; 4] = ["SESSION_RINGS", "NET_V4", "NET_V6", "SESSIONS"];
+
+/// An exclusive `flock` on the pin root, released on drop.
+pub struct PinLock {
+    _dir: fs::File,
+}
+
+impl PinLock {
+    fn take(root: &Path) -> Result<PinLock, MonitorError> {
+        let dir = fs::File::open(root).map_err(|source| MonitorError::Pin { path: root.to_owned(), source })?;
+        // SAFETY: flock on an fd we own; blocks until the lock is ours.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(MonitorError::Pin { path: root.to_owned(), source: std::io::Error::last_os_error() });
+        }
+        Ok(PinLock { _dir: dir })
+    }
+}
+
+/// Mounts bpffs at [`BPFFS`] unless it is mounted there, and creates the pin root.
+fn ensure_bpffs() -> Result<PathBuf, MonitorError> {
+    let mounted = fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(BPFFS) && l.contains(" - bpf ")));
+    if !mounted {
+        nix::mount::mount(Some("bpf"), BPFFS, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+            .map_err(|e| MonitorError::Pin { path: BPFFS.into(), source: e.into() })?;
+    }
+    let root = pin_root();
+    match fs::create_dir(&root) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(MonitorError::Pin { path: root, source: e }),
+        _ => Ok(root),
+    }
+}
+
+/// Handles on the pinned maps of one instance.
+pub struct Shared {
+    pub dir: PathBuf,
+    sessions: HashMap<MapData, u64, SessionState>,
+    rings: HashOfMaps<MapData, u64, MapData>,
+    v4: LpmTrie<MapData, [u8; NET_V4_KEY], PortRanges>,
+    v6: LpmTrie<MapData, [u8; NET_V6_KEY], PortRanges>,
+}
+
+fn open_map(dir: &Path, name: &'static str) -> Result<MapData, MonitorError> {
+    MapData::from_pin(dir.join(name)).map_err(map_err(name))
+}
+
+/// How [`Shared::ensure`] found the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// It was pinned already.
+    Reused,
+    /// This call loaded and pinned it, in this long.
+    Now(std::time::Duration),
+}
+
+impl Shared {
+    /// Opens the instance pinned in `dir`.
+    pub fn open(dir: &Path) -> Result<Shared, MonitorError> {
+        Ok(Shared {
+            dir: dir.to_owned(),
+            sessions: HashMap::try_from(Map::HashMap(open_map(dir, "SESSIONS")?)).map_err(map_err("SESSIONS"))?,
+            rings: HashOfMaps::try_from(Map::HashOfMaps(open_map(dir, "SESSION_RINGS")?)).map_err(map_err("SESSION_RINGS"))?,
+            v4: LpmTrie::try_from(Map::LpmTrie(open_map(dir, "NET_V4")?)).map_err(map_err("NET_V4"))?,
+            v6: LpmTrie::try_from(Map::LpmTrie(open_map(dir, "NET_V6")?)).map_err(map_err("NET_V6"))?,
+        })
+    }
+
+    /// The instance of this binary's object, loaded, attached to
+    /// `subtree` (the cgroup holding every session) and pinned if it was
+    /// not already. Returns with the pin lock held, for the caller to
+    /// register its session under it.
+    pub fn ensure(subtree: &Path) -> Result<(Shared, Loaded, PinLock), MonitorError> {
+        let root = ensure_bpffs()?;
+        let lock = PinLock::take(&root)?;
+        let dir = root.join(version());
+        if dir.join("SESSIONS").exists() {
+            let shared = Shared::open(&dir)?;
+            return Ok((shared, Loaded::Reused, lock));
+        }
+        let started = std::time::Instant::now();
+        // A partial instance (a loader that died half-way): start over.
+        if dir.exists() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        fs::create_dir(&dir).map_err(|source| MonitorError::Pin { path: dir.clone(), source })?;
+        if let Err(e) = load_and_pin(&dir, subtree) {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let shared = Shared::open(&dir)?;
+        retire_idle_versions(&root, &dir);
+        Ok((shared, Loaded::Now(started.elapsed()), lock))
+    }
+
+    /// Registers a session: its state (counters zero but for its first
+    /// process), its ring buffer and its network rules. Fails if the
+    /// cgroup id is registered already.
+    pub fn register(&mut self, cgroup: u64, state: &SessionState, ring: &MapData, rules: &super::rules::Rules) -> Result<(), MonitorError> {
+        // Rules and ring first: the session entry is what makes the hooks act.
+        for (prefix, addr, ranges) in &rules.v4 {
+            let key = Key::new(64 + prefix, agent_guard_common::session::net_key::<NET_V4_KEY>(cgroup, addr));
+            self.v4.insert(&key, ranges, 0).map_err(map_err("NET_V4"))?;
+        }
+        for (prefix, addr, ranges) in &rules.v6 {
+            let key = Key::new(64 + prefix, agent_guard_common::session::net_key::<NET_V6_KEY>(cgroup, addr));
+            self.v6.insert(&key, ranges, 0).map_err(map_err("NET_V6"))?;
+        }
+        self.rings.insert(cgroup, ring, 0).map_err(map_err("SESSION_RINGS"))?;
+        self.sessions.insert(cgroup, state, BPF_NOEXIST).map_err(map_err("SESSIONS"))?;
+        Ok(())
+    }
+
+    /// The session's state as it stands now (counters exact).
+    pub fn state(&self, cgroup: u64) -> Option<SessionState> {
+        self.sessions.get(&cgroup, 0).ok()
+    }
+
+    /// The session's counters as they stand now.
+    pub fn counters(&self, cgroup: u64) -> Option<[u64; COUNTERS]> {
+        self.state(cgroup).map(|s| s.counters)
+    }
+
+    /// Removes every entry of the session `cgroup`.
+    pub fn forget(&mut self, cgroup: u64) {
+        let _ = self.sessions.remove(&cgroup);
+        let _ = self.rings.remove(&cgroup);
+        let prefix = cgroup.to_be_bytes();
+        let v4: Vec<_> = self.v4.keys().filter_map(Result::ok).filter(|k| k.data()[..8] == prefix).collect();
+        for k in v4 {
+            let _ = self.v4.remove(&k);
+        }
+        let v6: Vec<_> = self.v6.keys().filter_map(Result::ok).filter(|k| k.data()[..8] == prefix).collect();
+        for k in v6 {
+            let _ = self.v6.remove(&k);
+        }
+    }
+
+    /// The cgroup ids of every registered session.
+    pub fn sessions(&self) -> Vec<u64> {
+        self.sessions.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets sessions whose cgroup no longer exists under `subtree`
+    /// (their supervisor and guardian both died). Call with the pin lock
+    /// held, so that no session is half-registered meanwhile.
+    pub fn sweep(&mut self, subtree: &Path) -> usize {
+        let alive: std::collections::HashSet<u64> = match fs::read_dir(subtree) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_dir())
+                .map(|m| m.ino())
+                .collect(),
+            Err(_) => return 0,
+        };
+        let stale: Vec<u64> = self.sessions().into_iter().filter(|c| !alive.contains(c)).collect();
+        for &c in &stale {
+            tracing::debug!("forgetting session cgroup {c}: its cgroup is gone");
+            self.forget(c);
+        }
+        stale.len()
+    }
+}
+
+/// Loads the object, attaches every program, and pins maps and links in `dir`.
+fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
+    let offsets = btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), Path::new(btf::CACHE_DIR))?;
+    // No program here needs kernel BTF (no tp_btf, no CO-RE).
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    let mut ebpf = loader.override_global("KERNEL_OFFSETS", &offsets, true).load(crate::doctor::EBPF_OBJECT)?;
+    let pin_link = |link: FdLink, name: String| -> Result<(), MonitorError> {
+        let path = dir.join(name);
+        link.pin(&path).map(drop).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })
+    };
+
+    let cgroup = fs::File::open(subtree).map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?;
+    for name in SOCK_ADDR_PROGRAMS {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        prog.load().map_err(prog_err(name))?;
+        // A bpf_link attachment: always shares the hook with others (another
+        // tool's programs, an older agent-guard's still serving its last
+        // sessions); "Single" only means no legacy flags.
+        let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name))?;
+        let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
+        pin_link(link, format!("link_{name}"))?;
+    }
+    let egress: &mut CgroupSkb = ebpf
+        .program_mut("egress")
+        .ok_or(MonitorError::Program { name: "egress", source: aya::programs::ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(prog_err("egress"))?;
+    egress.load().map_err(prog_err("egress"))?;
+    let id = egress.attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single).map_err(prog_err("egress"))?;
+    let link = FdLink::try_from(egress.take_link(id).map_err(prog_err("egress"))?).map_err(|e| MonitorError::Link { name: "egress", source: e })?;
+    pin_link(link, "link_egress".to_owned())?;
+
+    crate::doctor::ensure_tracefs(Path::new(crate::doctor::TRACEFS)).map_err(|e| MonitorError::Cgroup {
+        path: crate::doctor::TRACEFS.to_owned(),
+        source: std::io::Error::from(e),
+    })?;
+    for &(name, category, tracepoint) in TRACEPOINTS {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(prog_err(name))?;
+        // A program serving several tracepoints is loaded once.
+        if prog.fd().is_err() {
+            prog.load().map_err(prog_err(name))?;
+        }
+        let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
+        let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
+        pin_link(link, format!("link_{tracepoint}"))?;
+    }
+    for name in MAPS {
+        let map = ebpf.map(name).ok_or(MonitorError::MissingMap(name))?;
+        let path = dir.join(name);
+        map.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
+    }
+    Ok(())
+}
+
+/// Every pinned instance: (version directory, whether it is this binary's).
+pub fn instances() -> Vec<(PathBuf, bool)> {
+    let mine = version();
+    let Ok(entries) = fs::read_dir(pin_root()) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            let is_mine = e.file_name().to_str() == Some(mine.as_str());
+            (e.path(), is_mine)
+        })
+        .collect()
+}
+
+/// Removes instances of other versions that serve no session any more
+/// (unpinning their links detaches them), and pins older agent-guard
+/// releases left at the top of the pin root. Call with the pin lock held.
+fn retire_idle_versions(root: &Path, current: &Path) {
+    let Ok(entries) = fs::read_dir(root) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if path == current {
+            continue;
+        }
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // A per-session map pin from before the shared instance.
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let idle = match Shared::open(&path) {
+            Ok(old) => old.sessions().is_empty(),
+            Err(_) => true,
+        };
+        if idle {
+            tracing::debug!("retiring the idle eBPF instance {}", path.display());
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// Unpins every instance that serves no session (all of them with
+/// `force`), detaching its programs. Returns the directories removed and
+/// those kept because sessions still use them.
+pub fn unload(force: bool) -> Result<(Vec<PathBuf>, Vec<(PathBuf, usize)>), MonitorError> {
+    let root = pin_root();
+    if !root.exists() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let _lock = PinLock::take(&root)?;
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    for (dir, _) in instances() {
+        let live = Shared::open(&dir).map(|s| s.sessions().len()).unwrap_or(0);
+        if live > 0 && !force {
+            kept.push((dir, live));
+            continue;
+        }
+        fs::remove_dir_all(&dir).map_err(|source| MonitorError::Pin { path: dir.clone(), source })?;
+        removed.push(dir);
+    }
+    Ok((removed, kept))
+}
+
+/// Reads the counters of the session `cgroup` from whichever pinned
+/// instance serves it.
+pub fn pinned_counters(cgroup: u64) -> Option<[u64; COUNTERS]> {
+    instances().into_iter().find_map(|(dir, _)| Shared::open(&dir).ok()?.counters(cgroup))
+}

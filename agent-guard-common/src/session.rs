@@ -171,7 +171,6 @@ pub struct SessionState {
 }
 
 const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4);
-const _: () = assert!(core::mem::size_of::<SessionState>() % 8 == 0);
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.

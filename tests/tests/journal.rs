@@ -8,14 +8,7 @@ use std::process::Command;
 use common::{agent_guard, allowed, base_profile, stdout, Case};
 
 fn records(case: &Case) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(case.journal()).expect("journal dir").map(|e| e.expect("entry").path()).collect();
-    files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")) {
-        let text = std::fs::read_to_string(f).expect("read");
-        out.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("record")));
-    }
-    out
+    case.journal_records()
 }
 
 fn verify(case: &Case) -> std::process::Output {

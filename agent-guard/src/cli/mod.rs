@@ -4,6 +4,7 @@ pub mod control;
 pub mod doctor;
 pub mod events;
 pub mod journal;
+pub mod monitor;
 pub mod profile;
 pub mod run;
 pub mod schema;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Check the journal
     #[command(subcommand)]
     Journal(journal::JournalCommand),
+    /// The shared eBPF monitor: which instances are pinned, and unloading them
+    #[command(subcommand)]
+    Monitor(monitor::MonitorCommand),
     /// Print the JSON Schema of a file `run` writes
     Schema {
         #[arg(value_enum)]
@@ -67,6 +71,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Profile(cmd) => profile::run(cmd, config.as_deref()),
         Command::Doctor(args) => doctor::run(args),
         Command::Schema { which } => schema::run(which),
+        Command::Monitor(cmd) => monitor::run(cmd),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
         Command::Events(args) => events::run(args, config.as_deref()),
         Command::Daemon => {

@@ -353,13 +353,20 @@ fn retire_idle_versions(root: &Path, current: &Path) {
     }
 }
 
+/// What [`unload`] did.
+#[derive(Debug, Default)]
+pub struct Unloaded {
+    pub removed: Vec<PathBuf>,
+    /// Instances kept because sessions still use them, with how many.
+    pub kept: Vec<(PathBuf, usize)>,
+}
+
 /// Unpins every instance that serves no session (all of them with
-/// `force`), detaching its programs. Returns the directories removed and
-/// those kept because sessions still use them.
-pub fn unload(force: bool) -> Result<(Vec<PathBuf>, Vec<(PathBuf, usize)>), MonitorError> {
+/// `force`), detaching its programs.
+pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
     let root = pin_root();
     if !root.exists() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Unloaded::default());
     }
     let _lock = PinLock::take(&root)?;
     let mut removed = Vec::new();
@@ -373,7 +380,7 @@ pub fn unload(force: bool) -> Result<(Vec<PathBuf>, Vec<(PathBuf, usize)>), Moni
         fs::remove_dir_all(&dir).map_err(|source| MonitorError::Pin { path: dir.clone(), source })?;
         removed.push(dir);
     }
-    Ok((removed, kept))
+    Ok(Unloaded { removed, kept })
 }
 
 /// Reads the counters of the session `cgroup` from whichever pinned

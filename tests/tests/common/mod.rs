@@ -75,6 +75,48 @@ impl Case {
         self.dir.path().join("journal")
     }
 
+    /// Every record of this case's journal, oldest first; every line must parse.
+    pub fn journal_records(&self) -> Vec<serde_json::Value> {
+        self.journal_lines(true)
+    }
+
+    /// With `strict` false, lines that do not parse are skipped (one being
+    /// appended while a session runs may be incomplete).
+    fn journal_lines(&self, strict: bool) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let Ok(dir) = std::fs::read_dir(self.journal()) else { return out };
+        let mut files: Vec<_> = dir.map(|e| e.expect("entry").path()).collect();
+        files.sort();
+        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")) {
+            let text = std::fs::read_to_string(f).expect("read");
+            for line in text.lines() {
+                match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(v) => out.push(v),
+                    Err(e) if strict => panic!("{}: {e}: {line}", f.display()),
+                    Err(_) => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits for the cgroup id of the session this case started (from its
+    /// journal's `session_start`).
+    pub fn wait_cgroup_id(&self) -> u64 {
+        for _ in 0..1000 {
+            let id = self
+                .journal_lines(false)
+                .iter()
+                .find(|r| r["kind"] == "session_start")
+                .and_then(|r| r["data"]["cgroup_id"].as_u64());
+            if let Some(id) = id {
+                return id;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("no session_start with a cgroup id in {}", self.journal().display());
+    }
+
     pub fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }

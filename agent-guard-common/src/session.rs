@@ -167,7 +167,8 @@ pub struct SessionState {
     pub ended: u32,
     /// Ports the session may bind.
     pub bind: PortRanges,
-    pub _pad: u32,
+    /// The session's slot in `RINGS`: which ring buffer its events go to.
+    pub ring: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4);
@@ -175,6 +176,29 @@ const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 +
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
 unsafe impl aya::Pod for SessionState {}
+
+/// Most sessions at once (entries of `SESSIONS`, slots of `RINGS`).
+pub const MAX_SESSIONS: u32 = 4096;
+
+/// User space's bookkeeping of a `RINGS` slot (the `RING_SLOTS` array).
+/// Ring buffers are created once and reused by later sessions: putting a
+/// map into a map of maps costs an RCU grace period (milliseconds), so a
+/// session start must not do it when a free ring of its size exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct RingSlot {
+    /// The cgroup id of the session using it; 0 when free.
+    pub owner: u64,
+    /// The ring buffer's size; 0 when the slot has never held one.
+    pub bytes: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<RingSlot>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
+unsafe impl aya::Pod for RingSlot {}
 
 /// Keys of the `NET_V4`/`NET_V6` LPM tries: the session's cgroup id (big
 /// endian, so that it forms the first 64 bits of every prefix), then the

@@ -13,7 +13,7 @@ use core::{
 
 use agent_guard_common::{
     event::{EventHeader, LimitEvent},
-    session::{Counter, PortRanges, SessionState, ON_LIMIT_KILL, NET_V4_KEY, NET_V6_KEY},
+    session::{Counter, PortRanges, SessionState, MAX_SESSIONS, ON_LIMIT_KILL, NET_V4_KEY, NET_V6_KEY},
 };
 use aya_ebpf::{
     helpers::{
@@ -36,9 +36,6 @@ pub fn offset(which: usize) -> usize {
     all[which % agent_guard_common::session::KERNEL_OFFSETS] as usize
 }
 
-/// Most sessions at once.
-pub const MAX_SESSIONS: u32 = 4096;
-
 /// Every running session, by cgroup id.
 #[map]
 static SESSIONS: HashMap<u64, SessionState> = HashMap::with_max_entries(MAX_SESSIONS, 0);
@@ -50,15 +47,16 @@ pub static NET_V4: LpmTrie<[u8; NET_V4_KEY], PortRanges> = LpmTrie::with_max_ent
 #[map]
 pub static NET_V6: LpmTrie<[u8; NET_V6_KEY], PortRanges> = LpmTrie::with_max_entries(65536, 1);
 
-// Each session's own ring buffer, by cgroup id: a hash of maps, declared
-// the BTF way (the `.maps` section) because the legacy map definitions of
-// aya-ebpf 0.1 cannot name an inner map. The loader reads the shape from
-// the BTF of these types: each field's array length is the value.
-const BPF_MAP_TYPE_HASH_OF_MAPS: usize = 13;
+// The sessions' ring buffers, by slot (`SessionState::ring`): an array of
+// maps, declared the BTF way (the `.maps` section) because the legacy map
+// definitions of aya-ebpf 0.1 cannot name an inner map. The loader reads
+// the shape from the BTF of these types: each field's array length is
+// the value. User space fills slots on demand and reuses them.
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: usize = 12;
 const BPF_MAP_TYPE_RINGBUF: usize = 27;
 
-/// The inner map template: a ring buffer (its size is each session's own
-/// choice; the kernel does not compare ring buffer sizes).
+/// The inner map template: a ring buffer (its size is each slot's own;
+/// the kernel does not compare ring buffer sizes).
 #[repr(C)]
 pub struct RingTemplate {
     r#type: *const [i32; BPF_MAP_TYPE_RINGBUF],
@@ -66,20 +64,20 @@ pub struct RingTemplate {
 }
 
 #[repr(C)]
-pub struct SessionRings {
-    r#type: *const [i32; BPF_MAP_TYPE_HASH_OF_MAPS],
-    key: *const u64,
+pub struct Rings {
+    r#type: *const [i32; BPF_MAP_TYPE_ARRAY_OF_MAPS],
+    key: *const u32,
     value: *const u32,
     max_entries: *const [i32; MAX_SESSIONS as usize],
     values: [*const RingTemplate; 0],
 }
 
 // SAFETY: never dereferenced; the loader replaces the definition with a map.
-unsafe impl Sync for SessionRings {}
+unsafe impl Sync for Rings {}
 
 #[unsafe(link_section = ".maps")]
 #[unsafe(no_mangle)]
-static SESSION_RINGS: SessionRings = SessionRings {
+static RINGS: Rings = Rings {
     r#type: core::ptr::null(),
     key: core::ptr::null(),
     value: core::ptr::null(),
@@ -179,12 +177,10 @@ impl Session {
     /// The session's ring buffer, or null when it has none.
     #[inline(always)]
     fn ring(&self) -> *mut c_void {
-        // SAFETY: a lookup in our own map with a key on the stack.
+        // SAFETY: reading the slot from the map value, then a lookup in our own map with a key on the stack.
         unsafe {
-            bpf_map_lookup_elem(
-                core::ptr::addr_of!(SESSION_RINGS) as *mut c_void,
-                core::ptr::addr_of!(self.cgroup) as *const c_void,
-            )
+            let slot: u32 = core::ptr::read_volatile(&(*self.state).ring);
+            bpf_map_lookup_elem(core::ptr::addr_of!(RINGS) as *mut c_void, core::ptr::addr_of!(slot) as *const c_void)
         }
     }
 

@@ -238,36 +238,44 @@ fn time_inner(argv: &[String], dir: &std::path::Path) -> Result<Duration> {
 struct Variant {
     name: &'static str,
     argv: Vec<String>,
+    /// `AGENT_GUARD_CONFIG` for this variant.
+    config: Option<std::path::PathBuf>,
     samples: Vec<Duration>,
 }
 
 fn startup(runs: usize) -> Result<()> {
     let ag = root().join("target/release/agent-guard").to_string_lossy().into_owned();
     let argv = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // The same run with its journal on tmpfs: what durable journaling (fsync) costs.
+    let dir = std::env::temp_dir().join(format!("ag-startup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let tmpfs_config = dir.join("config.toml");
+    std::fs::write(&tmpfs_config, format!("[journal]\ndir = {:?}\n", format!("/dev/shm/ag-startup-{}", std::process::id())))?;
+    let run = vec![ag, "run".into(), "--quiet".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()];
     let mut variants = vec![
-        Variant { name: "bare /bin/true", argv: argv(&["/bin/true"]), samples: Vec::new() },
+        Variant { name: "bare /bin/true", argv: argv(&["/bin/true"]), config: None, samples: Vec::new() },
         Variant {
             name: "bwrap --unshare-all",
             argv: argv(&["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "/bin/true"]),
+            config: None,
             samples: Vec::new(),
         },
-        Variant {
-            name: "agent-guard run (readonly-summarizer)",
-            argv: vec![ag, "run".into(), "--quiet".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()],
-            samples: Vec::new(),
-        },
+        Variant { name: "agent-guard run (readonly-summarizer)", argv: run.clone(), config: None, samples: Vec::new() },
+        Variant { name: "agent-guard run, journal on tmpfs", argv: run, config: Some(tmpfs_config), samples: Vec::new() },
     ];
     // Warm up, then interleave the variants so that machine noise hits all alike.
     for v in &mut variants {
         for _ in 0..5 {
-            time_once(&v.argv)?;
+            time_once(&v.argv, v.config.as_deref())?;
         }
     }
     for _ in 0..runs {
         for v in &mut variants {
-            v.samples.push(time_once(&v.argv)?);
+            v.samples.push(time_once(&v.argv, v.config.as_deref())?);
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(format!("/dev/shm/ag-startup-{}", std::process::id()));
     let bwrap = median(&mut variants[1].samples.clone());
     println!("start-up, {runs} runs each, interleaved ({})", std::env::consts::ARCH);
     println!("| variant | median | p10 | p90 | ratio to bwrap |");
@@ -296,9 +304,13 @@ fn median(samples: &mut [Duration]) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn time_once(argv: &[String]) -> Result<Duration> {
+fn time_once(argv: &[String], config: Option<&std::path::Path>) -> Result<Duration> {
+    let mut cmd = Command::new(&argv[0]);
+    if let Some(c) = config {
+        cmd.env("AGENT_GUARD_CONFIG", c);
+    }
     let start = Instant::now();
-    let status = Command::new(&argv[0])
+    let status = cmd
         .args(&argv[1..])
         .current_dir("/tmp")
         .stdin(Stdio::null())

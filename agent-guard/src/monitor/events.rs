@@ -32,6 +32,11 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// The session (cgroup id) an event's header names, if it has a header.
+pub fn cgroup_of(bytes: &[u8]) -> Option<u64> {
+    read::<EventHeader>(bytes).map(|h| h.cgroup)
+}
+
 pub fn decode(bytes: &[u8]) -> Event {
     let malformed = |kind| Event::Malformed { kind, len: bytes.len() };
     let Some(h) = read::<EventHeader>(bytes) else { return malformed(0) };

@@ -42,6 +42,8 @@ pub enum MonitorError {
     Pin { path: std::path::PathBuf, #[source] source: std::io::Error },
     #[error("eBPF link of {name}: {source}")]
     Link { name: &'static str, #[source] source: aya::programs::links::LinkError },
+    #[error("all {0} ring buffer slots are in use: too many sessions at once")]
+    NoRingSlot(u32),
     #[error("the session with cgroup id {0} is no longer in the kernel's session map")]
     SessionGone(u64),
 }
@@ -81,13 +83,6 @@ impl Drop for Monitor {
     }
 }
 
-/// A ring buffer map of `bytes` bytes, created from user space.
-fn ring_buffer(bytes: u32) -> Result<MapData, MonitorError> {
-    const BPF_MAP_TYPE_RINGBUF: u32 = 27;
-    let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, bytes, 0);
-    MapData::create(def, "ag_events", None).map_err(map_err("EVENTS"))
-}
-
 impl Monitor {
     /// Registers the session whose cgroup v2 directory is `cgroup_dir`
     /// with the shared instance, loading and pinning that first if no
@@ -101,7 +96,6 @@ impl Monitor {
         let subtree = cgroup_dir.parent().unwrap_or(cgroup_dir);
         let rules = rules::Rules::from_policy(policy)?;
         let ring_bytes = ring_bytes_override().unwrap_or(DEFAULT_RING_BYTES);
-        let ring = ring_buffer(ring_bytes)?;
         let (mut shared, loaded, _lock) = shared::Shared::ensure(subtree)?;
         shared.sweep(subtree);
         let mut state = SessionState {
@@ -114,17 +108,19 @@ impl Monitor {
             },
             ended: 0,
             bind: rules.bind,
-            _pad: 0,
+            ring: 0,
         };
         // The session's first process was forked outside it: count it here.
         for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {
             state.counters[c as usize] = 1;
         }
-        if let Err(e) = shared.register(cgroup_id, &state, &ring, &rules) {
-            shared.forget(cgroup_id);
-            return Err(e);
-        }
-        let events = RingBuf::try_from(aya::maps::Map::RingBuf(ring)).map_err(map_err("EVENTS"))?;
+        let events = match shared.register(cgroup_id, state, ring_bytes, &rules) {
+            Ok(ring) => ring,
+            Err(e) => {
+                shared.forget(cgroup_id);
+                return Err(e);
+            }
+        };
         Ok(Monitor {
             shared,
             events,
@@ -145,10 +141,15 @@ impl Monitor {
         self.events.as_raw_fd()
     }
 
-    /// Takes every event waiting in the ring buffer.
+    /// Takes every event waiting in the ring buffer. A reused ring buffer
+    /// may still hold events of its previous session (one whose supervisor
+    /// died): those are skipped.
     pub fn drain(&mut self) -> Vec<events::Event> {
         let mut out = Vec::new();
         while let Some(item) = self.events.next() {
+            if events::cgroup_of(&item).is_some_and(|c| c != self.cgroup_id) {
+                continue;
+            }
             out.push(events::decode(&item));
         }
         out

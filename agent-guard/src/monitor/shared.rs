@@ -5,8 +5,9 @@
 //! supervisor crash leaves every session watched.
 //!
 //! Layout: `/sys/fs/bpf/agent-guard/<version>/` holds the maps
-//! (`SESSIONS`, `SESSION_RINGS`, `NET_V4`, `NET_V6`) and one pinned link
-//! per attachment (`link_*`). The version is a digest of the object, so an
+//! (`SESSIONS`, `RINGS`, `NET_V4`, `NET_V6`, and `RING_SLOTS`, user
+//! space's record of which session uses which ring buffer) and one pinned
+//! link per attachment (`link_*`). The version is a digest of the object, so an
 //! upgraded binary loads its own instance beside the old one, which stays
 //! until its last session ends. Loading, registering a session and
 //! sweeping stale entries happen under an exclusive `flock` of
@@ -18,9 +19,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_guard_common::session::{PortRanges, SessionState, COUNTERS, NET_V4_KEY, NET_V6_KEY};
+use agent_guard_common::session::{PortRanges, RingSlot, SessionState, COUNTERS, MAX_SESSIONS, NET_V4_KEY, NET_V6_KEY};
 use aya::{
-    maps::{lpm_trie::Key, HashMap, HashOfMaps, LpmTrie, Map, MapData},
+    maps::{lpm_trie::Key, Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, RingBuf},
     programs::{links::CgroupAttachMode, links::FdLink, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
     EbpfLoader,
 };
@@ -84,9 +85,9 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
 /// Programs attached to the cgroup that holds every session.
 const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
 
-/// The maps of the instance, pinned by these names; `SESSIONS` is pinned
+/// The maps of the object, pinned by these names; `SESSIONS` is pinned
 /// last and so marks a complete instance.
-const MAPS: [&str; 4] = ["SESSION_RINGS", "NET_V4", "NET_V6", "SESSIONS"];
+const MAPS: [&str; 4] = ["RINGS", "NET_V4", "NET_V6", "SESSIONS"];
 
 /// An exclusive `flock` on the pin root, released on drop.
 pub struct PinLock {
@@ -123,7 +124,8 @@ fn ensure_bpffs() -> Result<PathBuf, MonitorError> {
 pub struct Shared {
     pub dir: PathBuf,
     sessions: HashMap<MapData, u64, SessionState>,
-    rings: HashOfMaps<MapData, u64, MapData>,
+    rings: ArrayOfMaps<MapData, RingBuf<MapData>>,
+    slots: Array<MapData, RingSlot>,
     v4: LpmTrie<MapData, [u8; NET_V4_KEY], PortRanges>,
     v6: LpmTrie<MapData, [u8; NET_V6_KEY], PortRanges>,
 }
@@ -147,7 +149,8 @@ impl Shared {
         Ok(Shared {
             dir: dir.to_owned(),
             sessions: HashMap::try_from(Map::HashMap(open_map(dir, "SESSIONS")?)).map_err(map_err("SESSIONS"))?,
-            rings: HashOfMaps::try_from(Map::HashOfMaps(open_map(dir, "SESSION_RINGS")?)).map_err(map_err("SESSION_RINGS"))?,
+            rings: ArrayOfMaps::try_from(Map::ArrayOfMaps(open_map(dir, "RINGS")?)).map_err(map_err("RINGS"))?,
+            slots: Array::try_from(Map::Array(open_map(dir, "RING_SLOTS")?)).map_err(map_err("RING_SLOTS"))?,
             v4: LpmTrie::try_from(Map::LpmTrie(open_map(dir, "NET_V4")?)).map_err(map_err("NET_V4"))?,
             v6: LpmTrie::try_from(Map::LpmTrie(open_map(dir, "NET_V6")?)).map_err(map_err("NET_V6"))?,
         })
@@ -180,10 +183,11 @@ impl Shared {
         Ok((shared, Loaded::Now(started.elapsed()), lock))
     }
 
-    /// Registers a session: its state (counters zero but for its first
-    /// process), its ring buffer and its network rules. Fails if the
-    /// cgroup id is registered already.
-    pub fn register(&mut self, cgroup: u64, state: &SessionState, ring: &MapData, rules: &super::rules::Rules) -> Result<(), MonitorError> {
+    /// Registers a session: its network rules, a ring buffer of `ring_bytes`
+    /// bytes, and its state (`state.ring` is set here). Call with the pin
+    /// lock held. Fails if the cgroup id is registered already. Returns
+    /// the session's ring buffer.
+    pub fn register(&mut self, cgroup: u64, mut state: SessionState, ring_bytes: u32, rules: &super::rules::Rules) -> Result<RingBuf<MapData>, MonitorError> {
         // Rules and ring first: the session entry is what makes the hooks act.
         for (prefix, addr, ranges) in &rules.v4 {
             let key = Key::new(64 + prefix, agent_guard_common::session::net_key::<NET_V4_KEY>(cgroup, addr));
@@ -193,9 +197,41 @@ impl Shared {
             let key = Key::new(64 + prefix, agent_guard_common::session::net_key::<NET_V6_KEY>(cgroup, addr));
             self.v6.insert(&key, ranges, 0).map_err(map_err("NET_V6"))?;
         }
-        self.rings.insert(cgroup, ring, 0).map_err(map_err("SESSION_RINGS"))?;
+        let (slot, ring) = self.take_ring(cgroup, ring_bytes)?;
+        state.ring = slot;
         self.sessions.insert(cgroup, state, BPF_NOEXIST).map_err(map_err("SESSIONS"))?;
-        Ok(())
+        Ok(ring)
+    }
+
+    /// A ring buffer of `bytes` for the session `cgroup`: a free one of
+    /// that size if there is one (its owner gone), else a new one in the
+    /// first never-used slot. Slots are used densely from 0, so this reads
+    /// as many slots as the most sessions that ever ran at once.
+    fn take_ring(&mut self, cgroup: u64, bytes: u32) -> Result<(u32, RingBuf<MapData>), MonitorError> {
+        let live: std::collections::HashSet<u64> = self.sessions().into_iter().collect();
+        let mut unused = None;
+        for slot in 0..MAX_SESSIONS {
+            let s = self.slots.get(&slot, 0).map_err(map_err("RING_SLOTS"))?;
+            if s.bytes == 0 {
+                unused = Some(slot);
+                break;
+            }
+            if s.bytes == bytes && (s.owner == 0 || !live.contains(&s.owner)) {
+                if let Ok(ring) = self.rings.get(&slot, 0) {
+                    self.slots.set(slot, RingSlot { owner: cgroup, bytes, _pad: 0 }, 0).map_err(map_err("RING_SLOTS"))?;
+                    return Ok((slot, ring));
+                }
+            }
+        }
+        let slot = unused.ok_or(MonitorError::NoRingSlot(MAX_SESSIONS))?;
+        const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+        let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF, 0, 0, bytes, 0);
+        let data = MapData::create(def, "ag_events", None).map_err(map_err("RINGS"))?;
+        let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(map_err("RINGS"))?;
+        // The one costly step (the kernel waits for an RCU grace period), paid once per slot.
+        self.rings.set(slot, &ring, 0).map_err(map_err("RINGS"))?;
+        self.slots.set(slot, RingSlot { owner: cgroup, bytes, _pad: 0 }, 0).map_err(map_err("RING_SLOTS"))?;
+        Ok((slot, ring))
     }
 
     /// The session's state as it stands now (counters exact).
@@ -210,8 +246,14 @@ impl Shared {
 
     /// Removes every entry of the session `cgroup`.
     pub fn forget(&mut self, cgroup: u64) {
+        if let Ok(state) = self.sessions.get(&cgroup, 0) {
+            if let Ok(slot) = self.slots.get(&state.ring, 0) {
+                if slot.owner == cgroup {
+                    let _ = self.slots.set(state.ring, RingSlot { owner: 0, ..slot }, 0);
+                }
+            }
+        }
         let _ = self.sessions.remove(&cgroup);
-        let _ = self.rings.remove(&cgroup);
         let prefix = cgroup.to_be_bytes();
         let v4: Vec<_> = self.v4.keys().filter_map(Result::ok).filter(|k| k.data()[..8] == prefix).collect();
         for k in v4 {
@@ -305,6 +347,9 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
         pin_link(link, format!("link_{tracepoint}"))?;
     }
+    let slots: Array<MapData, RingSlot> = Array::create(MAX_SESSIONS, 0).map_err(map_err("RING_SLOTS"))?;
+    let path = dir.join("RING_SLOTS");
+    slots.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
     for name in MAPS {
         let map = ebpf.map(name).ok_or(MonitorError::MissingMap(name))?;
         let path = dir.join(name);

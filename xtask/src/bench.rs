@@ -103,25 +103,25 @@ fn overhead(runs: usize) -> Result<()> {
         v.extend(workload.iter().cloned());
         v
     };
-    // A session that keeps the monitor loaded while the "outside" variant runs.
-    let mut holder = Command::new(&ag)
-        .args(["run", "--quiet", "--profile"])
-        .arg(&profile)
-        .arg("--workdir")
-        .arg(&dir)
-        .arg("--")
-        .arg(&probe)
-        .args(["sleep", "3600"])
-        .stdout(Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(500));
+    // The monitor stays pinned after a session; "bare" unloads it first
+    // (which needs a host with no other session running).
+    let unload = || -> Result<()> {
+        let out = Command::new(&ag).args(["monitor", "unload"]).output()?;
+        if !out.status.success() {
+            bail!("`agent-guard monitor unload` kept an instance (sessions running?): {}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(())
+    };
     let mut rows = Vec::new();
     for (name, workload) in &workloads {
         let (mut bare, mut inside, mut outside) = (Vec::new(), Vec::new(), Vec::new());
         // Interleaved, after one warm-up of each.
         for i in 0..=runs {
+            unload()?;
             let b = time_inner(&run_args(false, workload), &dir)?;
+            // Loads the instance again (outside the timed workload).
             let s = time_inner(&run_args(true, workload), &dir)?;
+            // The session is over; its instance stays loaded.
             let o = time_inner(&run_args(false, workload), &dir)?;
             if i > 0 {
                 bare.push(b);
@@ -131,10 +131,6 @@ fn overhead(runs: usize) -> Result<()> {
         }
         rows.push((name.to_string(), median(&mut bare), median(&mut inside), median(&mut outside)));
     }
-    // SIGTERM, forwarded to the agent, ends the session cleanly (SIGKILL would orphan it).
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc_kill(holder.id() as i32, 15) };
-    let _ = holder.wait();
     let _ = std::fs::remove_dir_all(&dir);
     println!("monitor overhead, median of {runs} interleaved runs ({})", std::env::consts::ARCH);
     println!("| workload | bare | in a session | ratio | outside, monitor loaded | ratio |");
@@ -323,7 +319,3 @@ fn time_once(argv: &[String], config: Option<&std::path::Path>) -> Result<Durati
     Ok(elapsed)
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}

@@ -73,7 +73,7 @@ fn refuse_in_session() -> anyhow::Result<()> {
 }
 
 /// The socket named by `$AGENT_GUARD_SOCKET`, else the host config's.
-fn socket_path(config: Option<&Path>) -> std::path::PathBuf {
+pub(crate) fn socket_path(config: Option<&Path>) -> std::path::PathBuf {
     std::env::var_os("AGENT_GUARD_SOCKET")
         .map(std::path::PathBuf::from)
         .or_else(|| super::load_host_config(config).ok().map(|h| h.socket))
@@ -110,6 +110,7 @@ fn act(config: Option<&Path>, op: Op) -> anyhow::Result<Reply> {
         }
         Op::Lockdown { reason } => Reply::LockedDown { killed: control::lockdown(&host, caller, reason.as_deref())? },
         Op::Unlock { reason } => Reply::Unlocked { was_locked: control::unlock(&host, caller, reason.as_deref())? },
+        Op::Run { .. } => bail!("`run` goes through `agent-guard run`"),
     })
 }
 

@@ -53,6 +53,9 @@ pub enum Command {
     /// Check the journal
     #[command(subcommand)]
     Journal(journal::JournalCommand),
+    /// A session's supervisor, spawned by the daemon for `run` (internal)
+    #[command(hide = true)]
+    Supervise,
     /// The shared eBPF monitor: which instances are pinned, and unloading them
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
@@ -72,12 +75,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor(args) => doctor::run(args),
         Command::Schema { which } => schema::run(which),
         Command::Monitor(cmd) => monitor::run(cmd),
+        Command::Supervise => run::supervise(config.as_deref()),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
         Command::Events(args) => events::run(args, config.as_deref()),
         Command::Daemon => {
             let host = load_host_config(config.as_deref())?;
             let socket = std::env::var_os("AGENT_GUARD_SOCKET").map(PathBuf::from).unwrap_or_else(|| host.socket.clone());
-            crate::daemon::run(host, &socket)?;
+            crate::daemon::run(host, config.as_deref(), &socket)?;
             Ok(0)
         }
         Command::Ps(args) => control::ps(args, config.as_deref()),

@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Print no summary on stderr
     #[arg(long)]
     pub quiet: bool,
+    /// Run the session in this process even when a daemon listens (root only)
+    #[arg(long)]
+    pub embedded: bool,
     /// The command to run and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -73,11 +76,70 @@ pub fn workdir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Everything a session needs from whoever started it, in embedded mode
+/// (this process) or through the daemon (the client, via the supervisor).
+pub struct Inputs {
+    pub profile: PathBuf,
+    pub workdir: PathBuf,
+    /// The uid that started the session.
+    pub owner_uid: u32,
+    /// Run the agent as this (uid, gid) when the profile names no `run_as`
+    /// user: a non-root client's agent never runs as root.
+    pub run_as_owner: Option<(u32, u32)>,
+    pub argv: Vec<OsString>,
+    pub agent: Option<String>,
+    pub best_effort: bool,
+    pub freeze_grace: std::time::Duration,
+    pub quiet: bool,
+    pub events: Option<std::fs::File>,
+    pub summary: Option<std::fs::File>,
+    pub env: Vec<(OsString, OsString)>,
+}
+
 pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     let host = super::load_host_config(config)?;
-    let path = profile_path(args.role.as_deref(), args.profile.as_deref())?;
-    let ctx = Context { workdir: workdir(args.workdir.as_deref())?, caller_uid: nix::unistd::getuid().as_raw() };
-    let policy = profile::load(&path, &ctx, &host)?;
+    if !args.embedded {
+        let socket = super::control::socket_path(config);
+        if let Some(stream) = crate::daemon::client::connect(&socket) {
+            return via_daemon(stream, &socket, args);
+        }
+    }
+    anyhow::ensure!(
+        caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false),
+        "`run` without a daemon needs root (it creates the session's cgroup and mount namespace): \
+         start `agent-guard daemon`, or run this as root"
+    );
+    let create = |path: &Option<PathBuf>, what: &str| -> anyhow::Result<Option<std::fs::File>> {
+        path.as_ref()
+            .map(|p| std::fs::File::create(p).with_context(|| format!("creating the {what} file {}", p.display())))
+            .transpose()
+    };
+    let inputs = Inputs {
+        profile: profile_path(args.role.as_deref(), args.profile.as_deref())?,
+        workdir: workdir(args.workdir.as_deref())?,
+        owner_uid: nix::unistd::getuid().as_raw(),
+        run_as_owner: None,
+        argv: args.command,
+        agent: args.agent,
+        best_effort: args.best_effort,
+        freeze_grace: args.freeze_grace.0,
+        quiet: args.quiet,
+        events: create(&args.events_json, "events")?,
+        summary: create(&args.summary_json, "summary")?,
+        env: std::env::vars_os().collect(),
+    };
+    execute(&host, inputs)
+}
+
+/// Runs one session to its end; returns the status to exit with.
+pub fn execute(host: &crate::profile::HostConfig, inputs: Inputs) -> anyhow::Result<i32> {
+    let ctx = Context { workdir: inputs.workdir.clone(), caller_uid: inputs.owner_uid };
+    let mut policy = profile::load(&inputs.profile, &ctx, host)?;
+    if let (None, Some((uid, gid))) = (&policy.run_as, inputs.run_as_owner) {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map_or_else(|| uid.to_string(), |u| u.name);
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok().flatten().map_or_else(|| gid.to_string(), |g| g.name);
+        policy.run_as = Some(profile::RunAs { user, uid, group, gid });
+    }
     let role = policy.role.clone();
     let cgroups = CgroupRoots::discover(Path::new("/proc/self/mountinfo"))?;
     let open_journal = || {
@@ -87,18 +149,20 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     let journal = open_journal()?;
     let outcome = session::run(RunRequest {
         policy,
-        argv: args.command,
-        agent: args.agent.clone(),
-        best_effort: args.best_effort,
+        argv: inputs.argv,
+        agent: inputs.agent.clone(),
+        best_effort: inputs.best_effort,
         runtime_dir: host.runtime_dir.clone(),
         cgroups,
-        freeze_grace: args.freeze_grace.0,
-        events_json: args.events_json.clone(),
+        freeze_grace: inputs.freeze_grace,
+        events_json: inputs.events,
+        env: inputs.env,
+        owner_uid: inputs.owner_uid,
         journal: Some(journal),
         state_dir: host.state_dir.clone(),
         journald_socket: Some(host.journald_socket.clone()),
     })?;
-    let summary = crate::session::summary::Summary::new(&outcome, &role, args.agent.as_deref());
+    let summary = crate::session::summary::Summary::new(&outcome, &role, inputs.agent.as_deref());
     open_journal()?
         .append(&[crate::journal::Entry {
             kind: "session_end".to_owned(),
@@ -106,11 +170,96 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
             data: serde_json::to_value(&summary)?,
         }])
         .context("journaling the end of the session")?;
-    if let Some(path) = &args.summary_json {
-        summary.write_json(path).with_context(|| format!("writing the summary to {}", path.display()))?;
+    if let Some(mut f) = inputs.summary {
+        summary.write_to(&mut f).context("writing the summary file")?;
     }
-    if !args.quiet {
+    if !inputs.quiet {
         eprint!("{}", summary.human());
     }
     Ok(outcome.status())
+}
+
+/// `run` through the daemon: the daemon's supervisor runs the session with
+/// our stdio; we forward signals and exit with the agent's status.
+fn via_daemon(stream: std::os::unix::net::UnixStream, socket: &Path, args: RunArgs) -> anyhow::Result<i32> {
+    use crate::daemon::protocol::RunSpec;
+    let utf8 = |what: &str, s: OsString| -> anyhow::Result<String> {
+        s.into_string().map_err(|s| anyhow::anyhow!("{what} {s:?} is not UTF-8, which `run` through the daemon needs (`--embedded` as root runs it)"))
+    };
+    let argv = args.command.into_iter().map(|a| utf8("argument", a)).collect::<anyhow::Result<Vec<_>>>()?;
+    let profile = match &args.profile {
+        Some(p) => Some(std::path::absolute(p).with_context(|| format!("profile {}", p.display()))?),
+        None => None,
+    };
+    let spec = RunSpec {
+        role: args.role,
+        profile,
+        workdir: workdir(args.workdir.as_deref())?,
+        agent: args.agent,
+        best_effort: args.best_effort,
+        freeze_grace_ms: args.freeze_grace.0.as_millis() as u64,
+        quiet: args.quiet,
+        events_json: args.events_json.is_some(),
+        summary_json: args.summary_json.is_some(),
+        argv,
+        // Only what can travel as JSON text; the profile picks what it passes.
+        env: std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
+    };
+    let mut files = Vec::new();
+    for (path, what) in [(&args.events_json, "events"), (&args.summary_json, "summary")] {
+        if let Some(p) = path {
+            files.push(std::fs::File::create(p).with_context(|| format!("creating the {what} file {}", p.display()))?);
+        }
+    }
+    Ok(crate::daemon::client::run_session(stream, socket, spec, &files)?)
+}
+
+/// `agent-guard supervise`: a session's supervisor, spawned by the daemon
+/// for a `run` request (see [`crate::daemon::launch`]); not for people.
+pub fn supervise(config: Option<&Path>) -> anyhow::Result<i32> {
+    use std::os::fd::FromRawFd;
+
+    use crate::daemon::launch;
+    anyhow::ensure!(nix::unistd::geteuid().is_root(), "`supervise` is the daemon's, and runs as root");
+    let launch = launch::read_launch().map_err(anyhow::Error::msg)?;
+    // SAFETY: the daemon placed the connection at CONNECTION_FD; it is owned here only.
+    let connection = unsafe { std::os::unix::net::UnixStream::from_raw_fd(launch::CONNECTION_FD) };
+    crate::daemon::client::forward_signals_to_self(&connection)?;
+    let mut next_fd = launch::FIRST_FILE_FD;
+    let mut take = |wanted: bool| {
+        wanted.then(|| {
+            let fd = next_fd;
+            next_fd += 1;
+            // SAFETY: the daemon placed the client's files at consecutive fds from FIRST_FILE_FD.
+            unsafe { std::fs::File::from_raw_fd(fd) }
+        })
+    };
+    let spec = launch.spec;
+    let events = take(spec.events_json);
+    let summary = take(spec.summary_json);
+    let status = (|| -> anyhow::Result<i32> {
+        let host = super::load_host_config(config)?;
+        let owner = &launch.owner;
+        let inputs = Inputs {
+            profile: profile_path(spec.role.as_deref(), spec.profile.as_deref())?,
+            workdir: workdir(Some(&spec.workdir))?,
+            owner_uid: owner.uid,
+            run_as_owner: (owner.uid != 0).then_some((owner.uid, owner.gid)),
+            argv: spec.argv.iter().map(OsString::from).collect(),
+            agent: spec.agent.clone(),
+            best_effort: spec.best_effort,
+            freeze_grace: std::time::Duration::from_millis(spec.freeze_grace_ms),
+            quiet: spec.quiet,
+            events,
+            summary,
+            env: spec.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
+        };
+        execute(&host, inputs)
+    })();
+    let status = status.unwrap_or_else(|err| {
+        eprintln!("agent-guard: {}", super::render_error(&err));
+        125
+    });
+    crate::daemon::client::send_exit(&connection, status);
+    Ok(status)
 }

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::protocol::{Op, Reply, Request, Response, VERSION};
+use super::protocol::{Op, Reply, Request, Response, RunMessage, RunSpec, VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -41,4 +41,116 @@ pub fn call(stream: &mut UnixStream, socket: &Path, op: Op) -> Result<Reply, Cli
         (_, _, Some(e)) => Err(ClientError::Daemon { code: e.code, message: e.message }),
         _ => Err(ClientError::Garbled(answer)),
     }
+}
+
+/// Signals a `run` client forwards to its session's agent.
+pub const FORWARDED: [libc::c_int; 7] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise and fill it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks `signals` in the calling thread (and the threads it spawns later).
+fn block(signals: &[libc::c_int]) {
+    let set = sigset(signals);
+    // SAFETY: changing this thread's signal mask with an initialised set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn send_message(mut stream: &UnixStream, message: &RunMessage) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// `run` through the daemon, the client's side: sends `spec`, then its
+/// stdio and `files` as `SCM_RIGHTS`, forwards the signals in [`FORWARDED`]
+/// as they come, and returns the status the supervisor reports.
+pub fn run_session(mut stream: UnixStream, socket: &Path, spec: RunSpec, files: &[std::fs::File]) -> Result<i32, ClientError> {
+    use std::os::fd::AsRawFd;
+    let io = |source| ClientError::Io { path: socket.display().to_string(), source };
+    let count = spec.fd_count();
+    match call(&mut stream, socket, Op::Run { spec })? {
+        Reply::SendFds { count: asked } if asked == count => {}
+        other => return Err(ClientError::Garbled(format!("expected send_fds for {count} descriptors, got {other:?}"))),
+    }
+    let mut fds = vec![0, 1, 2];
+    fds.extend(files.iter().map(AsRawFd::as_raw_fd));
+    let rights = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(stream.as_raw_fd(), &[std::io::IoSlice::new(b"F")], &rights, nix::sys::socket::MsgFlags::empty(), None)
+        .map_err(|e| io(e.into()))?;
+    // Signals meant for the agent: blocked here, taken by a thread, sent on.
+    block(&FORWARDED);
+    let sender = stream.try_clone().map_err(io)?;
+    std::thread::spawn(move || {
+        let set = sigset(&FORWARDED);
+        loop {
+            let mut sig = 0;
+            // SAFETY: waiting for one of the blocked signals into a local.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if send_message(&sender, &RunMessage::Signal { signal: sig }).is_err() {
+                return;
+            }
+        }
+    });
+    let _ = stream.set_read_timeout(None);
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let line = line.map_err(io)?;
+        // The daemon may still answer with an error instead (bad descriptors, spawn failure).
+        if let Ok(RunMessage::Exit { status }) = serde_json::from_str::<RunMessage>(&line) {
+            return Ok(status);
+        }
+        if let Ok(response) = serde_json::from_str::<Response>(&line) {
+            if let Some(e) = response.error {
+                return Err(ClientError::Daemon { code: e.code, message: e.message });
+            }
+        }
+        return Err(ClientError::Garbled(line));
+    }
+    Err(ClientError::Garbled("the session's supervisor closed the connection without an exit status".to_owned()))
+}
+
+/// The supervisor's side of a `run` connection: a thread that turns each
+/// forwarded signal into the same signal sent to this process, where the
+/// session's signal handling forwards it to the agent as it does for
+/// `run` in embedded mode. The client's hanging up counts as SIGHUP.
+/// Blocks every signal the session handles in the calling thread first,
+/// so that the thread started here inherits that: a process-directed
+/// signal (SIGCHLD above all) must reach the session's signalfd, not be
+/// delivered to this thread, and none can end the supervisor early.
+pub fn forward_signals_to_self(connection: &UnixStream) -> std::io::Result<()> {
+    block(&crate::session::HANDLED);
+    let reader = BufReader::new(connection.try_clone()?);
+    std::thread::spawn(move || {
+        let me = std::process::id() as libc::pid_t;
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if let Ok(RunMessage::Signal { signal }) = serde_json::from_str(&line) {
+                if FORWARDED.contains(&signal) {
+                    // SAFETY: sending a signal to this process.
+                    unsafe { libc::kill(me, signal) };
+                }
+            }
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(me, libc::SIGHUP) };
+    });
+    Ok(())
+}
+
+/// Tells the client the session's status (best effort: it may be gone).
+pub fn send_exit(connection: &UnixStream, status: i32) {
+    let _ = send_message(connection, &RunMessage::Exit { status });
 }

@@ -9,6 +9,7 @@
 //! the connection is closed. Nothing a peer sends can make the daemon panic.
 
 pub mod client;
+pub mod launch;
 pub mod protocol;
 
 use std::{
@@ -38,20 +39,23 @@ pub enum DaemonError {
     NotRoot,
 }
 
+/// A peer as `SO_PEERCRED` and `/proc` tell it.
+struct Peer {
+    caller: Caller,
+    pid: u32,
+    owner: launch::Owner,
+}
+
 /// The peer's credentials and whether it may act as an operator.
-fn caller_of(stream: &UnixStream, operator_gid: Option<u32>) -> Result<(Caller, u32), String> {
+fn caller_of(stream: &UnixStream, operator_gid: Option<u32>) -> Result<Peer, String> {
     let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).map_err(|e| format!("SO_PEERCRED: {e}"))?;
     let (pid, uid, gid) = (cred.pid() as u32, cred.uid(), cred.gid());
-    let in_group = |g: u32| {
-        gid == g
-            || std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Groups:"))
-                    .is_some_and(|groups| groups.split_whitespace().any(|x| x.parse() == Ok(g)))
-            })
-    };
-    let operator = uid == 0 || operator_gid.is_some_and(in_group);
-    Ok((Caller { uid, operator }, pid))
+    let groups: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Groups:").map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())))
+        .unwrap_or_default();
+    let operator = uid == 0 || operator_gid.is_some_and(|g| gid == g || groups.contains(&g));
+    Ok(Peer { caller: Caller { uid, operator }, pid, owner: launch::Owner { uid, gid, groups } })
 }
 
 fn answer(host: &HostConfig, caller: Caller, req: Request) -> Response {
@@ -72,6 +76,8 @@ fn answer(host: &HostConfig, caller: Caller, req: Request) -> Response {
         Op::Resume { session, reason } => control::set_frozen(host, caller, &session, false, reason.as_deref()).map(|()| Reply::Done {}),
         Op::Lockdown { reason } => control::lockdown(host, caller, reason.as_deref()).map(|killed| Reply::LockedDown { killed }),
         Op::Unlock { reason } => control::unlock(host, caller, reason.as_deref()).map(|was_locked| Reply::Unlocked { was_locked }),
+        // Served by `launch_session`, which needs the connection itself.
+        Op::Run { .. } => Err(ControlError::Refused("`run` must be the only request on its connection".to_owned())),
     };
     match result {
         Ok(r) => Response::ok(id, r),
@@ -87,6 +93,32 @@ fn send(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
     stream.write_all(&line)
 }
 
+/// Loads and pins the shared eBPF monitor now rather than at the first
+/// session. A host where it cannot load still gets the kill switch; each
+/// `run` then refuses what it cannot enforce and says why.
+fn load_monitor() {
+    let subtree = crate::sandbox::cgroup::CgroupRoots::discover(Path::new("/proc/self/mountinfo"))
+        .ok()
+        .and_then(|r| r.v2)
+        .map(|v2| v2.join(crate::sandbox::cgroup::SUBTREE));
+    let Some(subtree) = subtree else {
+        eprintln!("agent-guard daemon: warning: no cgroup v2 mount: the monitor is not loaded");
+        return;
+    };
+    let _ = std::fs::create_dir_all(&subtree);
+    match crate::monitor::shared::Shared::ensure(&subtree) {
+        Ok((_, loaded, _lock)) => eprintln!(
+            "agent-guard daemon: eBPF monitor {} {}",
+            crate::monitor::shared::version(),
+            match loaded {
+                crate::monitor::shared::Loaded::Reused => "already pinned".to_owned(),
+                crate::monitor::shared::Loaded::Now(t) => format!("loaded and pinned in {} ms", t.as_millis()),
+            }
+        ),
+        Err(e) => eprintln!("agent-guard daemon: warning: the eBPF monitor could not be loaded: {}", crate::cli::render_error(&anyhow::Error::from(e))),
+    }
+}
+
 /// Connections a non-operator user may hold open at once: enough for any
 /// honest use, too few to starve the threads operators need.
 const MAX_CONNECTIONS_PER_USER: usize = 8;
@@ -94,16 +126,25 @@ const MAX_CONNECTIONS_PER_USER: usize = 8;
 /// Open connections per non-operator uid.
 type Open = Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>;
 
+/// What a connection needs from the daemon.
+struct Served {
+    host: HostConfig,
+    /// The `--config` the daemon was started with, for its supervisors.
+    config: Option<std::path::PathBuf>,
+    operator_gid: Option<u32>,
+}
+
 /// Serves one connection until it closes or sends something unreadable.
-fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>, open: &Open) {
+fn serve(mut stream: UnixStream, served: &Served, open: &Open) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let (caller, pid) = match caller_of(&stream, operator_gid) {
+    let peer = match caller_of(&stream, served.operator_gid) {
         Ok(c) => c,
         Err(e) => {
             let _ = send(&mut stream, &Response::err(0, "internal", e));
             return;
         }
     };
+    let (caller, pid) = (peer.caller, peer.pid);
     if control::in_session(pid) {
         refuse(&mut stream, "a process inside an agent session may not control sessions");
         return;
@@ -119,7 +160,7 @@ fn serve(mut stream: UnixStream, host: &HostConfig, operator_gid: Option<u32>, o
         }
         *n += 1;
     }
-    serve_requests(&mut stream, host, caller);
+    serve_requests(stream, served, &peer);
     if !caller.operator {
         let mut map = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = map.get_mut(&caller.uid) {
@@ -139,9 +180,10 @@ fn refuse(stream: &mut UnixStream, why: &str) {
     let _ = send(stream, &Response::err(0, "refused", why));
 }
 
-fn serve_requests(stream: &mut UnixStream, host: &HostConfig, caller: Caller) {
+fn serve_requests(mut stream: UnixStream, served: &Served, peer: &Peer) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
+    let mut first = true;
     loop {
         let mut line = Vec::new();
         // One byte past the limit tells an oversized line from one that fits.
@@ -153,24 +195,67 @@ fn serve_requests(stream: &mut UnixStream, host: &HostConfig, caller: Caller) {
             return;
         }
         if line.len() > MAX_REQUEST_BYTES {
-            let _ = send(stream, &Response::err(0, "too_large", format!("a request may be at most {MAX_REQUEST_BYTES} bytes")));
+            let _ = send(&mut stream, &Response::err(0, "too_large", format!("a request may be at most {MAX_REQUEST_BYTES} bytes")));
             return;
         }
-        let response = match serde_json::from_slice::<Request>(&line) {
-            Ok(req) => answer(host, caller, req),
+        let req = match serde_json::from_slice::<Request>(&line) {
+            Ok(req) => req,
             Err(e) => {
-                let _ = send(stream, &Response::err(0, "bad_request", format!("not a request: {e}")));
+                let _ = send(&mut stream, &Response::err(0, "bad_request", format!("not a request: {e}")));
                 return;
             }
         };
-        if send(stream, &response).is_err() {
+        if let (Op::Run { spec }, true, VERSION) = (&req.op, first, req.v) {
+            // Nothing may follow the request before our answer, so the reader holds no more bytes.
+            drop(reader);
+            launch_session(stream, served, peer, req.id, spec.clone());
+            return;
+        }
+        first = false;
+        if send(&mut stream, &answer(&served.host, peer.caller, req)).is_err() {
             return;
         }
     }
 }
 
-/// Binds the socket and serves until killed.
-pub fn run(host: HostConfig, socket: &Path) -> Result<(), DaemonError> {
+/// Serves a `run` request: authorises it, takes the client's descriptors,
+/// and hands the connection to a new supervisor. The daemon does not wait
+/// for the session: a thread reaps the supervisor when it exits.
+fn launch_session(mut stream: UnixStream, served: &Served, peer: &Peer, id: u64, spec: protocol::RunSpec) {
+    if let Err(why) = launch::authorise(&served.host, peer.caller, &peer.owner, &spec) {
+        let _ = send(&mut stream, &Response::err(id, "refused", why));
+        return;
+    }
+    let count = spec.fd_count();
+    if send(&mut stream, &Response::ok(id, Reply::SendFds { count })).is_err() {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let fds = match launch::receive_fds(&stream, count) {
+        Ok(fds) => fds,
+        Err(e) => {
+            let _ = send(&mut stream, &Response::err(id, "bad_request", e));
+            return;
+        }
+    };
+    let _ = stream.set_read_timeout(None);
+    let Ok(keep) = stream.try_clone() else { return };
+    let launch = launch::Launch { spec, owner: peer.owner.clone() };
+    match launch::spawn(served.config.as_deref(), &launch, stream, fds) {
+        Ok(mut child) => {
+            drop(keep);
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => {
+            let mut keep = keep;
+            let _ = send(&mut keep, &Response::err(id, "internal", format!("starting the session's supervisor: {e}")));
+        }
+    }
+}
+
+/// Binds the socket and serves until killed. `config` is the host config
+/// file the daemon was started with, passed on to session supervisors.
+pub fn run(host: HostConfig, config: Option<&Path>, socket: &Path) -> Result<(), DaemonError> {
     if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false) {
         return Err(DaemonError::NotRoot);
     }
@@ -198,13 +283,14 @@ pub fn run(host: HostConfig, socket: &Path) -> Result<(), DaemonError> {
     let listener = UnixListener::bind(socket).map_err(io(socket))?;
     // Anyone may connect; what they may do is decided per request from their credentials.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(io(socket))?;
+    load_monitor();
     eprintln!("agent-guard daemon: serving {}", socket.display());
-    let host = Arc::new(host);
+    let served = Arc::new(Served { host, config: config.map(Path::to_owned), operator_gid });
     let open: Open = Arc::default();
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (host, open) = (Arc::clone(&host), Arc::clone(&open));
-        std::thread::spawn(move || serve(stream, &host, operator_gid, &open));
+        let (served, open) = (Arc::clone(&served), Arc::clone(&open));
+        std::thread::spawn(move || serve(stream, &served, &open));
     }
     Ok(())
 }

@@ -10,8 +10,9 @@ use crate::control::{Selector, SessionView};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
-/// A request line longer than this is refused and the connection closed.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A request line longer than this is refused and the connection closed
+/// (a `run` request carries the client's environment).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +40,66 @@ pub enum Op {
     Lockdown { #[serde(default)] reason: Option<String> },
     /// Operators only.
     Unlock { #[serde(default)] reason: Option<String> },
+    /// Start a session. Answered with `send_fds`; the client then sends one
+    /// byte carrying its stdin, stdout and stderr (then the events file and
+    /// the summary file, when asked for) as `SCM_RIGHTS`; from then on the
+    /// connection belongs to the session's supervisor and carries
+    /// [`RunMessage`] lines.
+    Run { spec: RunSpec },
+}
+
+/// What to run, as `agent-guard run` was asked on the client's side.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Role name (its profile from the daemon's profile path).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// A profile file instead of a role: root only (the daemon reads it).
+    #[serde(default)]
+    pub profile: Option<std::path::PathBuf>,
+    /// The session's working directory (absolute).
+    pub workdir: std::path::PathBuf,
+    #[serde(default)]
+    pub agent: Option<String>,
+    #[serde(default)]
+    pub best_effort: bool,
+    /// How long a session frozen by a limit waits for an operator.
+    pub freeze_grace_ms: u64,
+    /// No human summary on stderr.
+    #[serde(default)]
+    pub quiet: bool,
+    /// The client sends an events file descriptor.
+    #[serde(default)]
+    pub events_json: bool,
+    /// The client sends a summary file descriptor.
+    #[serde(default)]
+    pub summary_json: bool,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// The client's environment, from which the profile's `[env] pass` takes values.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+impl RunSpec {
+    /// How many file descriptors the client sends.
+    pub fn fd_count(&self) -> usize {
+        3 + usize::from(self.events_json) + usize::from(self.summary_json)
+    }
+}
+
+/// Lines on a `run` connection once the session's supervisor has it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RunMessage {
+    /// Client to supervisor: deliver this signal to the agent (SIGINT,
+    /// SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH; others are ignored).
+    Signal { signal: i32 },
+    /// Supervisor to client: the session is over; exit with this status
+    /// (the agent's exit code, 128+N for its death by signal N, 125 when
+    /// agent-guard itself failed and the agent never ran).
+    Exit { status: i32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -62,6 +123,8 @@ pub enum Reply {
     Done {},
     LockedDown { killed: usize },
     Unlocked { was_locked: bool },
+    /// Send this many file descriptors now (see `Op::Run`).
+    SendFds { count: usize },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

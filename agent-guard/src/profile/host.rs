@@ -39,6 +39,12 @@ pub struct HostConfig {
     /// The systemd journal's socket, where alerts also go when it exists.
     #[serde(default = "default_journald_socket")]
     pub journald_socket: PathBuf,
+    /// Who may start sessions of which roles through the daemon: a user
+    /// name, or `@group`, to role names (`"*"`: every role). Root and the
+    /// operator group may start every role; nobody else may start any
+    /// role not granted here.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Vec<String>>,
 }
 
 fn default_journald_socket() -> PathBuf {
@@ -67,7 +73,26 @@ impl Default for HostConfig {
             socket: default_socket(),
             operator_group: None,
             journald_socket: default_journald_socket(),
+            grants: BTreeMap::new(),
         }
+    }
+}
+
+impl HostConfig {
+    /// Whether the user `uid` (primary group `gid`, supplementary `groups`)
+    /// is granted `role` by `[grants]`.
+    pub fn grants_role(&self, uid: u32, gids: &[u32], role: &str) -> bool {
+        let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
+        self.grants.iter().any(|(who, roles)| {
+            let named = match who.strip_prefix('@') {
+                Some(group) => nix::unistd::Group::from_name(group)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|g| gids.contains(&g.gid.as_raw())),
+                None => user.as_deref() == Some(who.as_str()),
+            };
+            named && roles.iter().any(|r| r == role || r == "*")
+        })
     }
 }
 

@@ -80,8 +80,13 @@ pub struct RunRequest {
     /// How long a session frozen by `on_limit = "freeze"` waits for an
     /// operator before it is killed.
     pub freeze_grace: Duration,
-    /// Where to write the session's events as JSON lines.
-    pub events_json: Option<PathBuf>,
+    /// Where to write the session's events as JSON lines (opened by the
+    /// caller: through the daemon, by the client, with its own rights).
+    pub events_json: Option<fs::File>,
+    /// The caller's environment, from which `[env] pass` takes values.
+    pub env: Vec<(OsString, OsString)>,
+    /// The uid that started the session (through the daemon: the client's).
+    pub owner_uid: u32,
     /// The journal that records the session (start, events, alerts).
     pub journal: Option<Journal>,
     /// Where the lockdown switch lives.
@@ -206,7 +211,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     let session = new_session_id();
 
     // Everything the child needs, prepared before fork.
-    let env = sandbox::build_env(policy, std::env::vars_os(), &session, req.agent.as_deref());
+    let env = sandbox::build_env(policy, req.env.iter().cloned(), &session, req.agent.as_deref());
     let Some(command) = req.argv.first() else {
         return Err(SandboxError::NoCommand.into());
     };
@@ -303,7 +308,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
                 "role": policy.role,
                 "environment": policy.environment,
                 "agent": req.agent,
-                "uid": nix::unistd::getuid().as_raw(),
+                "uid": req.owner_uid,
                 "run_as": policy.run_as.as_ref().map(|r| r.uid),
                 "argv": argv,
                 "workdir": policy.workdir,
@@ -340,7 +345,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
 }
 
 /// Signals the supervisor handles itself; blocked while it runs.
-const HANDLED: [libc::c_int; 9] = [
+pub const HANDLED: [libc::c_int; 9] = [
     libc::SIGCHLD,
     libc::SIGINT,
     libc::SIGTERM,
@@ -384,7 +389,15 @@ fn supervise(
         // Orphans of the agent are re-parented to us, so we can reap them.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &old }, monitor, journal);
+    // The agent starts with the signals we forward unblocked, whatever our
+    // caller blocked (a supervisor spawned by the daemon blocks them from
+    // its first instruction): a forwarded signal must not wait forever.
+    let mut child_mask = old;
+    for sig in HANDLED {
+        // SAFETY: editing a local, initialised sigset.
+        unsafe { libc::sigdelset(&mut child_mask, sig) };
+    }
+    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &child_mask }, monitor, journal);
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result
@@ -488,7 +501,7 @@ fn supervise_blocked(
         session: session.to_owned(),
         role: req.policy.role.clone(),
         agent: req.agent.clone(),
-        uid: nix::unistd::getuid().as_raw(),
+        uid: req.owner_uid,
         supervisor_pid: std::process::id(),
         main_pid: pid as u32,
         cgroup: cgroup.v2.clone(),
@@ -496,7 +509,7 @@ fn supervise_blocked(
         started_ms: registry::now_ms(),
     })?;
     let health = monitor.as_ref().map(|m| (m.load_time, m.ring_bytes));
-    let sink = Background::start(Recorder::open(req.events_json.as_deref(), journal, session, req.journald_socket.clone())?);
+    let sink = Background::start(Recorder::open(req.events_json.as_ref(), journal, session, req.journald_socket.clone())?);
     sink.send(move |r| r.health("start", health, 0));
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
     // Set while the session is frozen by a limit: when the grace period ends.
@@ -693,9 +706,9 @@ fn journal_err(source: crate::journal::JournalError) -> SessionError {
 }
 
 impl Recorder {
-    fn open(path: Option<&std::path::Path>, journal: Option<Journal>, session: &str, journald: Option<PathBuf>) -> Result<Recorder, SessionError> {
-        let out = match path {
-            Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).map_err(|source| SessionError::Sys { what: "creating the events file", source })?)),
+    fn open(events: Option<&fs::File>, journal: Option<Journal>, session: &str, journald: Option<PathBuf>) -> Result<Recorder, SessionError> {
+        let out = match events {
+            Some(f) => Some(std::io::BufWriter::new(f.try_clone().map_err(|source| SessionError::Sys { what: "duplicating the events file", source })?)),
             None => None,
         };
         Ok(Recorder { out, journal, pending: Vec::new(), session: session.to_owned(), lost_reported: 0, journald })

@@ -76,8 +76,13 @@ impl Summary {
 
     /// Writes the summary as one JSON object, durably.
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
-        serde_json::to_writer(&mut f, self)?;
+        self.write_to(&mut std::fs::File::create(path)?)
+    }
+
+    /// Writes the summary to an open file (through the daemon, the
+    /// client opened it with its own rights).
+    pub fn write_to(&self, f: &mut std::fs::File) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *f, self)?;
         f.write_all(b"\n")?;
         f.sync_all()
     }

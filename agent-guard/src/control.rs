@@ -74,6 +74,9 @@ pub struct SessionView {
     pub agent: Option<String>,
     pub uid: u32,
     pub main_pid: u32,
+    /// The session's supervisor: the `run` process in embedded mode, else
+    /// the `agent-guard supervise` the daemon spawned.
+    pub supervisor_pid: u32,
     /// `running`, `frozen` or `ending`.
     pub state: String,
     pub age_ms: u64,
@@ -131,6 +134,7 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
                 agent: r.agent,
                 uid: r.uid,
                 main_pid: r.main_pid,
+                supervisor_pid: r.supervisor_pid,
                 counters,
             }
         })

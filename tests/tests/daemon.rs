@@ -30,8 +30,19 @@ fn start_daemon(case: &Case, operator_group: Option<&str>) -> Daemon {
         config = format!("operator_group = {g:?}\n{config}");
         std::fs::write(case.config(), config).expect("config");
     }
+    spawn_daemon(case)
+}
+
+/// Starts the daemon with the case's config as it stands; roles resolve
+/// in the case's directory (where its profile is).
+fn spawn_daemon(case: &Case) -> Daemon {
     let socket = case.dir.path().join("control.sock");
-    let child = Command::new(agent_guard()).env("AGENT_GUARD_CONFIG", case.config()).arg("daemon").spawn().expect("daemon");
+    let child = Command::new(agent_guard())
+        .env("AGENT_GUARD_CONFIG", case.config())
+        .env("AGENT_GUARD_PROFILES", case.dir.path())
+        .arg("daemon")
+        .spawn()
+        .expect("daemon");
     // Dropped (killed and reaped) on every path from here.
     let daemon = Daemon { child, socket };
     for _ in 0..500 {
@@ -233,4 +244,161 @@ fn the_daemon_refuses_to_start_unprivileged() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("must run as root"), "{}", stderr(&out));
     assert!(!case.dir.path().join("control.sock").exists());
+}
+
+/// The registry record of the one session of `case` as `ps --json` shows it.
+fn only_session(case: &Case) -> serde_json::Value {
+    let out = case.ag(&["ps", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ps JSON");
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    v[0].clone()
+}
+
+#[test]
+fn run_goes_through_the_daemon_with_stdio_status_and_signals() {
+    let case = Case::new("runvia", &profile().replace("\"/usr/bin/sleep\"]", "\"/usr/bin/sleep\", \"/usr/bin/cat\"]"));
+    let _d = start_daemon(&case, None);
+    // stdin, stdout, stderr and the exit status cross the daemon.
+    let mut child = case
+        .command(&["--quiet"], &["/bin/sh", "-c", "cat; echo to-stderr >&2; exit 7"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(b"from-stdin\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "from-stdin\n");
+    assert_eq!(stderr(&out), "to-stderr\n");
+    // A signal to the client reaches the agent; the supervisor is not the client.
+    let mut client = case.command(&["--quiet"], &[common::probe(), "sleep", "30"]).spawn().expect("spawn");
+    wait_for_session(&case.dir.path().join("control.sock"));
+    let record = only_session(&case);
+    assert_ne!(record["supervisor_pid"].as_u64(), Some(u64::from(client.id())), "{record}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+    assert_eq!(client.wait().expect("wait").code(), Some(128 + libc::SIGTERM));
+}
+
+#[test]
+fn a_client_that_dies_hangs_up_its_session() {
+    let case = Case::new("hangup", &profile());
+    let d = start_daemon(&case, None);
+    let mut client = case.command(&["--quiet"], &[common::probe(), "sleep", "60"]).spawn().expect("spawn");
+    wait_for_session(&d.socket);
+    let main = only_session(&case)["main_pid"].as_u64().expect("main pid") as i32;
+    let _ = client.kill(); // SIGKILL: no goodbye
+    let _ = client.wait();
+    let mut gone = false;
+    for _ in 0..500 {
+        // SAFETY: existence check only.
+        if unsafe { libc::kill(main, 0) } != 0 {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "the agent {main} outlived its client");
+}
+
+/// A directory anyone may use, for an unprivileged user's session.
+fn shared_dir(case: &Case, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new("/tmp").join(format!("ag-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("out")).expect("mkdir");
+    for d in [dir.clone(), dir.join("out")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    }
+    // The case's own directory must be reachable for its config and profile.
+    std::fs::set_permissions(case.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+#[test]
+fn unprivileged_users_run_granted_roles_as_themselves() {
+    let case = Case::new("granted", &profile().replace("{workdir}/out", "{workdir}/out\", \"{workdir}"));
+    let mut config = std::fs::read_to_string(case.config()).expect("config");
+    config.push_str("[grants]\nnobody = [\"granted\"]\n");
+    std::fs::write(case.config(), config).expect("config");
+    let _d = spawn_daemon(&case);
+    let work = shared_dir(&case, "granted");
+    let summary = work.join("out/summary.json");
+    let work_s = work.to_str().expect("utf-8");
+    let summary_s = summary.to_str().expect("utf-8");
+    let probe = common::probe();
+    // The granted role: the agent runs as the client, the summary file is the client's.
+    let out = as_nobody(&case, "", &["run", "--role", "granted", "--workdir", work_s, "--summary-json", summary_s, "--", probe, "uid"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("uid=65534 gid=65534"), "{}", stdout(&out));
+    let meta = std::fs::metadata(&summary).expect("summary written");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534, "the client created the summary file");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("read")).expect("summary JSON");
+    assert_eq!(s["exit_code"], 0);
+    // The journal records the client as the session's owner.
+    let start = case.journal_records().into_iter().find(|r| r["kind"] == "session_start").expect("session_start");
+    assert_eq!(start["data"]["uid"], 65534, "{start}");
+    // A role not granted, and a profile file, are refused; nothing runs.
+    let out = as_nobody(&case, "", &["run", "--role", "coding-agent", "--workdir", work_s, "--", probe, "uid"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not granted role"), "{}", stderr(&out));
+    let profile_path = case.profile.to_str().expect("utf-8");
+    let out = as_nobody(&case, "", &["run", "--profile", profile_path, "--workdir", work_s, "--", probe, "uid"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("only root may run a profile file"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn sessions_outlive_a_killed_daemon_with_their_limits_and_rules() {
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = allowed.local_addr().expect("addr").port();
+    let _other = std::net::TcpListener::bind(("127.0.0.2", port)).expect("bind 127.0.0.2");
+    let case = Case::new(
+        "restart",
+        &profile().replace("[limits]", &format!("[network]\nconnect = [\"127.0.0.1:{port}\"]\n\n[limits]\nfile_writes = 50")),
+    );
+    let d = start_daemon(&case, None);
+    let go = case.work().join("out/go");
+    let probe = common::probe();
+    // Waits for the go-ahead, then tries a denied and an allowed destination,
+    // then writes past its limit.
+    let script = format!(
+        "while [ ! -e {go} ]; do sleep 0.05; done; \
+         {probe} connect 127.0.0.2:{port} > out/denied; {probe} connect 127.0.0.1:{port} > out/allowed; \
+         {probe} writes out/big 1000 0; {probe} sleep 30",
+        go = go.display()
+    );
+    let summary = case.work().join("out/summary.json");
+    let mut client = case
+        .command(&["--summary-json", summary.to_str().expect("utf-8")], &["/bin/sh", "-c", &script])
+        .spawn()
+        .expect("spawn");
+    let id = wait_for_session(&d.socket);
+    // SIGKILL the daemon: the session, its supervisor and its client carry on.
+    drop(d);
+    std::fs::write(&go, "").expect("go");
+    let status = client.wait().expect("wait");
+    assert_eq!(status.code(), Some(137), "killed by its file_writes limit with no daemon running");
+    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("JSON");
+    assert_eq!(s["session"], id.as_str());
+    assert_eq!(s["ended_by"], "limit:file_writes", "{s}");
+    let read = |f: &str| std::fs::read_to_string(case.work().join("out").join(f)).unwrap_or_default();
+    assert!(read("denied").contains("REFUSED"), "denied: {}", read("denied"));
+    assert!(read("allowed").starts_with("OK"), "allowed: {}", read("allowed"));
+}
+
+#[test]
+fn a_restarted_daemon_finds_running_sessions() {
+    let case = Case::new("rediscover", &profile());
+    let d = start_daemon(&case, None);
+    let mut client = case.command(&["--quiet"], &[common::probe(), "sleep", "60"]).spawn().expect("spawn");
+    let id = wait_for_session(&d.socket);
+    drop(d); // SIGKILL
+    let d = spawn_daemon(&case);
+    assert_eq!(wait_for_session(&d.socket), id);
+    let out = case.ag(&["kill", "--session", &id, "--reason", "after restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(client.wait().expect("wait").code(), Some(137));
 }

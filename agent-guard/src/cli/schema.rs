@@ -13,6 +13,8 @@ pub enum Which {
     Request,
     /// A response on the daemon's control socket
     Response,
+    /// A line on a `run` connection once the session's supervisor has it
+    RunMessage,
 }
 
 /// The schema of `which`, pretty-printed.
@@ -22,6 +24,7 @@ pub fn schema(which: Which) -> String {
         Which::Summary => schemars::schema_for!(crate::session::summary::Summary),
         Which::Request => schemars::schema_for!(crate::daemon::protocol::Request),
         Which::Response => schemars::schema_for!(crate::daemon::protocol::Response),
+        Which::RunMessage => schemars::schema_for!(crate::daemon::protocol::RunMessage),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }
@@ -44,6 +47,7 @@ mod tests {
             (Which::Summary, "summary.schema.json"),
             (Which::Request, "request.schema.json"),
             (Which::Response, "response.schema.json"),
+            (Which::RunMessage, "run-message.schema.json"),
         ] {
             let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schemas/").to_owned() + file;
             let documented = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

@@ -105,21 +105,19 @@ pub fn run_session(mut stream: UnixStream, socket: &Path, spec: RunSpec, files: 
         }
     });
     let _ = stream.set_read_timeout(None);
-    let reader = BufReader::new(stream);
-    for line in reader.lines() {
-        let line = line.map_err(io)?;
-        // The daemon may still answer with an error instead (bad descriptors, spawn failure).
-        if let Ok(RunMessage::Exit { status }) = serde_json::from_str::<RunMessage>(&line) {
-            return Ok(status);
-        }
-        if let Ok(response) = serde_json::from_str::<Response>(&line) {
-            if let Some(e) = response.error {
-                return Err(ClientError::Daemon { code: e.code, message: e.message });
-            }
-        }
-        return Err(ClientError::Garbled(line));
+    // One line ends the exchange: the exit status, or an error from the
+    // daemon (bad descriptors, a supervisor that could not start).
+    let Some(line) = BufReader::new(stream).lines().next() else {
+        return Err(ClientError::Garbled("the session's supervisor closed the connection without an exit status".to_owned()));
+    };
+    let line = line.map_err(io)?;
+    if let Ok(RunMessage::Exit { status }) = serde_json::from_str::<RunMessage>(&line) {
+        return Ok(status);
     }
-    Err(ClientError::Garbled("the session's supervisor closed the connection without an exit status".to_owned()))
+    match serde_json::from_str::<Response>(&line).ok().and_then(|r| r.error) {
+        Some(e) => Err(ClientError::Daemon { code: e.code, message: e.message }),
+        None => Err(ClientError::Garbled(line)),
+    }
 }
 
 /// The supervisor's side of a `run` connection: a thread that turns each

@@ -43,7 +43,7 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, mult) in BYTE_UNITS.iter().filter(|(u, _)| u.ends_with("iB")) {
-            if self.0 >= *mult && self.0 % mult == 0 {
+            if self.0 >= *mult && self.0.is_multiple_of(*mult) {
                 return write!(f, "{}{unit}", self.0 / mult);
             }
         }

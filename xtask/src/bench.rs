@@ -247,6 +247,19 @@ fn startup(runs: usize) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let tmpfs_config = dir.join("config.toml");
     std::fs::write(&tmpfs_config, format!("[journal]\ndir = {:?}\n", format!("/dev/shm/ag-startup-{}", std::process::id())))?;
+    // And through a daemon, which listens on its own socket.
+    let daemon_config = dir.join("daemon.toml");
+    let socket = dir.join("control.sock");
+    std::fs::write(&daemon_config, format!("socket = {socket:?}\n"))?;
+    let mut daemon = Command::new(&ag).env("AGENT_GUARD_CONFIG", &daemon_config).arg("daemon").stderr(Stdio::null()).spawn()?;
+    let waiting = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if waiting.elapsed() > Duration::from_secs(30) {
+            let _ = daemon.kill();
+            bail!("the daemon never listened on {}", socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let run = vec![ag, "run".into(), "--quiet".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()];
     let mut variants = vec![
         Variant { name: "bare /bin/true", argv: argv(&["/bin/true"]), config: None, samples: Vec::new() },
@@ -257,7 +270,8 @@ fn startup(runs: usize) -> Result<()> {
             samples: Vec::new(),
         },
         Variant { name: "agent-guard run (readonly-summarizer)", argv: run.clone(), config: None, samples: Vec::new() },
-        Variant { name: "agent-guard run, journal on tmpfs", argv: run, config: Some(tmpfs_config), samples: Vec::new() },
+        Variant { name: "agent-guard run, journal on tmpfs", argv: run.clone(), config: Some(tmpfs_config), samples: Vec::new() },
+        Variant { name: "agent-guard run through the daemon", argv: run, config: Some(daemon_config), samples: Vec::new() },
     ];
     // Warm up, then interleave the variants so that machine noise hits all alike.
     for v in &mut variants {
@@ -270,6 +284,8 @@ fn startup(runs: usize) -> Result<()> {
             v.samples.push(time_once(&v.argv, v.config.as_deref())?);
         }
     }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(format!("/dev/shm/ag-startup-{}", std::process::id()));
     let bwrap = median(&mut variants[1].samples.clone());

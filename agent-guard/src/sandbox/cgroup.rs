@@ -142,7 +142,9 @@ fn unescape_mountinfo(field: &str) -> String {
 pub fn kill_cgroup(dir: &Path, mut reap: impl FnMut()) -> Result<(), CgroupError> {
     let kill_file = dir.join("cgroup.kill");
     let procs = dir.join("cgroup.procs");
-    let has_kill = kill_file.exists();
+    if kill_file.exists() {
+        return kill_with_cgroup_kill(dir, &kill_file, reap);
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let text = match fs::read_to_string(&procs) {
@@ -154,19 +156,55 @@ pub fn kill_cgroup(dir: &Path, mut reap: impl FnMut()) -> Result<(), CgroupError
         if pids.is_empty() {
             return Ok(());
         }
-        if has_kill {
-            write_file(&kill_file, "1")?;
-        } else {
-            for pid in pids {
-                // SAFETY: kill(2) with a pid read from the session's cgroup; no memory is touched.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        for pid in pids {
+            // SAFETY: kill(2) with a pid read from the session's cgroup; no memory is touched.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         reap();
         if Instant::now() > deadline {
             return Err(CgroupError::Unkillable { path: dir.to_owned() });
         }
         thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `cgroup.kill` once (the kernel also kills what forks meanwhile), then
+/// waits for `cgroup.events` to say `populated 0`, woken by the kernel's
+/// notification on that file rather than by polling the process list.
+fn kill_with_cgroup_kill(dir: &Path, kill_file: &Path, mut reap: impl FnMut()) -> Result<(), CgroupError> {
+    use std::os::fd::AsFd;
+    let events_path = dir.join("cgroup.events");
+    let mut events = match fs::File::open(&events_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(CgroupError::Read { path: events_path, source }),
+    };
+    let populated = |f: &mut fs::File| -> Result<bool, CgroupError> {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        f.rewind().and_then(|_| f.read_to_string(&mut text)).map_err(|source| CgroupError::Read { path: dir.join("cgroup.events"), source })?;
+        Ok(text.lines().any(|l| l.trim() == "populated 1"))
+    };
+    let started = Instant::now();
+    let mut last_kill = started;
+    write_file(kill_file, "1")?;
+    loop {
+        reap();
+        if !populated(&mut events)? {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            return Err(CgroupError::Unkillable { path: dir.to_owned() });
+        }
+        // Belt and braces: should anything have escaped, kill again now and then.
+        if last_kill.elapsed() > Duration::from_millis(500) {
+            write_file(kill_file, "1")?;
+            last_kill = Instant::now();
+        }
+        // kernfs wakes pollers of cgroup.events (POLLPRI) when it changes; the
+        // timeout also lets `reap` collect our own children.
+        let mut fds = [nix::poll::PollFd::new(events.as_fd(), nix::poll::PollFlags::POLLPRI)];
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10u8));
     }
 }
 

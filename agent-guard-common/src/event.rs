@@ -88,6 +88,9 @@ pub struct ExecEvent {
     pub uid: u32,
     /// How many of `args` were read.
     pub argc: u32,
+    /// The parent's thread-group id (0 when it could not be read).
+    pub ppid: u32,
+    pub _pad: u32,
     pub path: [u8; EXEC_PATH_LEN],
     pub args: [[u8; EXEC_ARG_LEN]; EXEC_ARGS],
 }
@@ -119,7 +122,7 @@ pub struct ExitEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 32);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + 8 + EXEC_PATH_LEN + EXEC_ARGS * EXEC_ARG_LEN);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + 16 + EXEC_PATH_LEN + EXEC_ARGS * EXEC_ARG_LEN);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + FILE_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 32 + 24);

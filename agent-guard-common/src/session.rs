@@ -82,7 +82,7 @@ impl Counter {
 
 /// Kernel struct field offsets user space finds in BTF and passes to the
 /// programs (aya-ebpf has no CO-RE): indexes into `KERNEL_OFFSETS`.
-pub const KERNEL_OFFSETS: usize = 7;
+pub const KERNEL_OFFSETS: usize = 9;
 pub const OFF_TASK_FILES: usize = 0;
 pub const OFF_FILES_FDT: usize = 1;
 pub const OFF_FDTABLE_FD: usize = 2;
@@ -90,6 +90,8 @@ pub const OFF_FILE_INODE: usize = 3;
 pub const OFF_INODE_MODE: usize = 4;
 pub const OFF_TASK_EXIT_CODE: usize = 5;
 pub const OFF_FDTABLE_MAX_FDS: usize = 6;
+pub const OFF_TASK_REAL_PARENT: usize = 7;
+pub const OFF_TASK_TGID: usize = 8;
 
 /// What the kernel side does when a counter passes its limit.
 pub const ON_LIMIT_KILL: u32 = 0;

@@ -18,6 +18,7 @@ use aya_ebpf::{
 
 use agent_guard_common::session::{
     OFF_FDTABLE_FD, OFF_FDTABLE_MAX_FDS, OFF_FILES_FDT, OFF_FILE_INODE, OFF_INODE_MODE, OFF_TASK_EXIT_CODE, OFF_TASK_FILES,
+    OFF_TASK_REAL_PARENT, OFF_TASK_TGID,
 };
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
@@ -200,6 +201,15 @@ fn exec_event(ctx: &TracePointContext, path_arg: usize) {
     ev.header = s.header(EventKind::Exec as u32);
     ev.uid = bpf_get_current_uid_gid() as u32;
     ev.argc = 0;
+    // SAFETY: current->real_parent->tgid, each read through the helper, which fails cleanly.
+    ev.ppid = unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        match bpf_probe_read_kernel(task.wrapping_add(offset(OFF_TASK_REAL_PARENT)) as *const *const u8) {
+            Ok(parent) => bpf_probe_read_kernel(parent.wrapping_add(offset(OFF_TASK_TGID)) as *const u32).unwrap_or(0),
+            Err(_) => 0,
+        }
+    };
+    ev._pad = 0;
     ev.path = [0; EXEC_PATH_LEN];
     ev.args = [[0; EXEC_ARG_LEN]; EXEC_ARGS];
     if let Some(p) = read::<u64>(ctx, arg(path_arg)) {

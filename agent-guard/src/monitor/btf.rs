@@ -24,7 +24,8 @@ pub const CACHE_DIR: &str = "/var/cache/agent-guard";
 
 /// Byte offsets of the fields the programs follow, in this order:
 /// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`,
-/// `inode.i_mode`, `task_struct.exit_code`, `fdtable.max_fds`.
+/// `inode.i_mode`, `task_struct.exit_code`, `fdtable.max_fds`,
+/// `task_struct.real_parent`, `task_struct.tgid`.
 pub type FieldOffsets = [u64; agent_guard_common::session::KERNEL_OFFSETS];
 
 const FIELDS: [(&str, &str); agent_guard_common::session::KERNEL_OFFSETS] = [
@@ -35,6 +36,8 @@ const FIELDS: [(&str, &str); agent_guard_common::session::KERNEL_OFFSETS] = [
     ("inode", "i_mode"),
     ("task_struct", "exit_code"),
     ("fdtable", "max_fds"),
+    ("task_struct", "real_parent"),
+    ("task_struct", "tgid"),
 ];
 
 struct Bytes(Vec<u8>);

@@ -12,6 +12,8 @@ pub enum EventKind {
     Connect = 3,
     FileOpenWrite = 4,
     Limit = 5,
+    /// A file opened for reading; only for sessions that record reads.
+    FileOpenRead = 6,
 }
 
 impl EventKind {
@@ -22,6 +24,7 @@ impl EventKind {
             3 => Some(EventKind::Connect),
             4 => Some(EventKind::FileOpenWrite),
             5 => Some(EventKind::Limit),
+            6 => Some(EventKind::FileOpenRead),
             _ => None,
         }
     }

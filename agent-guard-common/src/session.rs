@@ -171,9 +171,16 @@ pub struct SessionState {
     pub bind: PortRanges,
     /// The session's slot in `RINGS`: which ring buffer its events go to.
     pub ring: u32,
+    /// `SESSION_RECORD_READS`, ...
+    pub flags: u32,
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4);
+/// `SessionState::flags`: report every file opened for reading (a
+/// `FileOpenRead` event each), for baselines and learned profiles.
+pub const SESSION_RECORD_READS: u32 = 1;
+
+const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4 + 8);
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.

@@ -114,6 +114,13 @@ impl Session {
         unsafe { core::ptr::read_volatile(&(*self.state).ended) != 0 }
     }
 
+    /// Whether the session reports files opened for reading.
+    #[inline(always)]
+    pub fn records_reads(&self) -> bool {
+        // SAFETY: as in `ended`.
+        unsafe { core::ptr::read_volatile(&(*self.state).flags) & agent_guard_common::session::SESSION_RECORD_READS != 0 }
+    }
+
     /// The ports the session may bind.
     #[inline(always)]
     pub fn bind_allows(&self, port: u16) -> bool {

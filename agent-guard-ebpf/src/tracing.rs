@@ -251,11 +251,12 @@ fn writes(flags: u64) -> bool {
     flags & O_ACCMODE != 0 || flags & (O_CREAT | O_TRUNC) != 0
 }
 
-/// Records an open's flags, and for an open for writing its path too.
+/// Records an open's flags, and for an open for writing its path too
+/// (for reading too, when the session records reads).
 #[inline(always)]
-fn open_entry(ctx: &TracePointContext, flags: u64, path_arg: usize) {
+fn open_entry(s: &Session, ctx: &TracePointContext, flags: u64, path_arg: usize) {
     remember(flags);
-    if !writes(flags) {
+    if !writes(flags) && !s.records_reads() {
         return;
     }
     let Some(ev) = OPEN_SCRATCH.get_ptr_mut(0) else { return };
@@ -274,8 +275,8 @@ fn open_entry(ctx: &TracePointContext, flags: u64, path_arg: usize) {
 /// `sys_enter_openat` (path at arg 1, flags at arg 2).
 #[tracepoint]
 pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
-    if in_session().is_some() {
-        open_entry(&ctx, read::<u64>(&ctx, arg(2)).unwrap_or(0), 1);
+    if let Some(s) = in_session() {
+        open_entry(&s, &ctx, read::<u64>(&ctx, arg(2)).unwrap_or(0), 1);
     }
     0
 }
@@ -283,8 +284,8 @@ pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
 /// `sys_enter_open` (path at arg 0, flags at arg 1).
 #[tracepoint]
 pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
-    if in_session().is_some() {
-        open_entry(&ctx, read::<u64>(&ctx, arg(1)).unwrap_or(0), 0);
+    if let Some(s) = in_session() {
+        open_entry(&s, &ctx, read::<u64>(&ctx, arg(1)).unwrap_or(0), 0);
     }
     0
 }
@@ -292,8 +293,8 @@ pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
 /// `sys_enter_creat` (path at arg 0).
 #[tracepoint]
 pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
-    if in_session().is_some() {
-        open_entry(&ctx, O_WRONLY_CREAT_TRUNC, 0);
+    if let Some(s) = in_session() {
+        open_entry(&s, &ctx, O_WRONLY_CREAT_TRUNC, 0);
     }
     0
 }
@@ -301,46 +302,59 @@ pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
 /// `openat2` (path at arg 1): the flags are the first field of the caller's `open_how`.
 #[tracepoint]
 pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
-    if in_session().is_some() {
+    if let Some(s) = in_session() {
         if let Some(how) = read::<u64>(&ctx, arg(2)) {
             // SAFETY: reading 8 bytes of the caller's memory through the helper.
             let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
-            open_entry(&ctx, flags, 1);
+            open_entry(&s, &ctx, flags, 1);
         }
     }
     0
 }
 
+/// Completes the file event an open's entry began (path, flags) with its
+/// descriptor and sends it, when the open succeeded; an entry the LRU map
+/// evicted (over 4096 opens in flight) is an event lost, and counted so.
+#[inline(always)]
+fn finish_open(s: &Session, kind: EventKind, ret: i64) {
+    let key = bpf_get_current_pid_tgid();
+    match PENDING_OPEN.get_ptr_mut(&key) {
+        Some(ev) if ret >= 0 => {
+            // SAFETY: the entry is ours (keyed by this thread) until removed below.
+            let ev = unsafe { &mut *ev };
+            ev.header = s.header(kind as u32);
+            ev.fd = ret as i32;
+            s.emit_ref(ev);
+        }
+        None if ret >= 0 => {
+            s.add(Counter::EventsLost, 1);
+        }
+        _ => {}
+    }
+    let _ = PENDING_OPEN.remove(&key);
+}
+
 /// Exit of every open: counts a file opened for writing (by its flags) or
-/// for reading, when the call returned a descriptor.
+/// for reading, when the call returned a descriptor, and reports it (reads
+/// only for sessions that record them). The count never depends on the
+/// event's bookkeeping.
 #[tracepoint]
 pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
     if let Some(s) = in_session() {
         let flags = recall();
         if let (Some(flags), Some(ret)) = (flags, read::<i64>(&ctx, RET)) {
             if writes(flags) {
-                // The count never depends on the event's bookkeeping.
                 if ret >= 0 {
                     s.add(Counter::FilesWritten, 1);
                 }
-                let key = bpf_get_current_pid_tgid();
-                match PENDING_OPEN.get_ptr_mut(&key) {
-                    Some(ev) if ret >= 0 => {
-                        // SAFETY: the entry is ours (keyed by this thread) until removed below.
-                        let ev = unsafe { &mut *ev };
-                        ev.header = s.header(EventKind::FileOpenWrite as u32);
-                        ev.fd = ret as i32;
-                        s.emit_ref(ev);
-                    }
-                    // The entry was evicted (over 4096 opens in flight): the event is lost, and counted so.
-                    None if ret >= 0 => {
-                        s.add(Counter::EventsLost, 1);
-                    }
-                    _ => {}
+                finish_open(&s, EventKind::FileOpenWrite, ret);
+            } else {
+                if ret >= 0 {
+                    s.add(Counter::FilesRead, 1);
                 }
-                let _ = PENDING_OPEN.remove(&key);
-            } else if ret >= 0 {
-                s.add(Counter::FilesRead, 1);
+                if s.records_reads() {
+                    finish_open(&s, EventKind::FileOpenRead, ret);
+                }
             }
         }
     }

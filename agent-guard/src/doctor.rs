@@ -203,7 +203,7 @@ fn monitor_check(roots: &CgroupRoots) -> Check {
     }
     let policy = crate::profile::Policy::probe_only(&dir);
     let started = std::time::Instant::now();
-    let result = crate::monitor::Monitor::attach(&policy, &dir);
+    let result = crate::monitor::Monitor::attach(&policy, &dir, false);
     let took = started.elapsed();
     let out = match result {
         Ok(m) => {

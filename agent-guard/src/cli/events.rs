@@ -64,6 +64,7 @@ impl Printer<'_> {
                 None => format!("exit pid {} code {}", d["pid"], d["exit_code"]),
             },
             ("event", Some("file_open_write")) => format!("write-open {}", s(&d["path"])),
+            ("event", Some("file_open_read")) => format!("read-open {}", s(&d["path"])),
             ("event", Some("connect")) => format!(
                 "connect {} {}:{} {}",
                 s(&d["protocol"]),

@@ -16,6 +16,7 @@ pub enum Event {
     Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, ppid: u32, path: Vec<u8>, argv: Vec<Vec<u8>> },
     /// A file opened for writing; `path` is agent-controlled.
     FileOpenWrite { pid: u32, seq: u64, ktime_ns: u64, flags: u32, fd: i32, path: Vec<u8> },
+    FileOpenRead { pid: u32, seq: u64, ktime_ns: u64, fd: i32, path: Vec<u8> },
     /// `status` as `wait` reports it.
     Exit { pid: u32, seq: u64, ktime_ns: u64, status: u32 },
     /// A record this build cannot read (wrong size or unknown kind).
@@ -84,6 +85,10 @@ pub fn decode(bytes: &[u8]) -> Event {
                 path: c_bytes(&e.path),
                 argv: e.args.iter().take(e.argc as usize).map(|a| c_bytes(a)).collect(),
             },
+            None => malformed(h.kind),
+        },
+        Some(EventKind::FileOpenRead) => match read::<FileOpenEvent>(bytes) {
+            Some(e) => Event::FileOpenRead { pid: h.pid, seq: h.seq, ktime_ns: h.ktime_ns, fd: e.fd, path: c_bytes(&e.path) },
             None => malformed(h.kind),
         },
         Some(EventKind::FileOpenWrite) => match read::<FileOpenEvent>(bytes) {

@@ -88,7 +88,8 @@ impl Monitor {
     /// with the shared instance, loading and pinning that first if no
     /// process has yet. The parent of `cgroup_dir` holds every session:
     /// the cgroup hooks attach there.
-    pub fn attach(policy: &Policy, cgroup_dir: &Path) -> Result<Monitor, MonitorError> {
+    /// With `record_reads`, every file the session opens for reading is reported.
+    pub fn attach(policy: &Policy, cgroup_dir: &Path, record_reads: bool) -> Result<Monitor, MonitorError> {
         let started = std::time::Instant::now();
         let cgroup_id = fs::metadata(cgroup_dir)
             .map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?
@@ -109,6 +110,8 @@ impl Monitor {
             ended: 0,
             bind: rules.bind,
             ring: 0,
+            flags: if record_reads { agent_guard_common::session::SESSION_RECORD_READS } else { 0 },
+            _pad: 0,
         };
         // The session's first process was forked outside it: count it here.
         for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {

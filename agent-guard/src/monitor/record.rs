@@ -51,6 +51,12 @@ pub enum EventBody {
         flags: String,
         fd: i32,
     },
+    /// A file opened for reading (sessions that record reads: `[baseline]`, `--observe`).
+    FileOpenRead {
+        /// The path as the caller passed it, relative to its cwd or dirfd (escaped).
+        path: String,
+        fd: i32,
+    },
     /// A process of the session ended: with an exit code, or killed by a signal.
     Exit { exit_code: Option<i32>, signal: Option<i32> },
     /// A connect or unconnected send.
@@ -99,6 +105,9 @@ impl EventRecord {
                 *ktime_ns,
                 EventBody::Exec { uid: *uid, ppid: *ppid, path: bytes_for_terminal(path), argv: argv.iter().map(|a| bytes_for_terminal(a)).collect() },
             ),
+            Event::FileOpenRead { pid, seq, ktime_ns, fd, path } => {
+                (*pid, *seq, *ktime_ns, EventBody::FileOpenRead { path: bytes_for_terminal(path), fd: *fd })
+            }
             Event::FileOpenWrite { pid, seq, ktime_ns, flags, fd, path } => (
                 *pid,
                 *seq,

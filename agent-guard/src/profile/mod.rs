@@ -19,7 +19,7 @@ pub use self::{
     diag::{Diagnostic, Diagnostics, SourceFile},
     host::HostConfig,
     net::{Destination, PortRange},
-    schema::OnLimit,
+    schema::{OnDeviation, OnLimit},
     units::{ByteSize, HumanDuration},
 };
 
@@ -113,6 +113,22 @@ pub struct Policy {
     pub limits: Limits,
     pub env: EnvPolicy,
     pub syscalls: SyscallPolicy,
+    pub baseline: BaselinePolicy,
+}
+
+/// `[baseline]` after defaults.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaselinePolicy {
+    pub sensitivity: f64,
+    pub min_sessions: u32,
+    pub on_deviation: OnDeviation,
+    pub record_reads: bool,
+}
+
+impl Default for BaselinePolicy {
+    fn default() -> BaselinePolicy {
+        BaselinePolicy { sensitivity: 4.0, min_sessions: 5, on_deviation: OnDeviation::Alert, record_reads: false }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -180,6 +196,7 @@ impl Policy {
             limits: Limits::default(),
             env: EnvPolicy::default(),
             syscalls: SyscallPolicy::default(),
+            baseline: BaselinePolicy::default(),
         }
     }
 }

@@ -28,6 +28,39 @@ pub struct ProfileFile {
     pub env: EnvSection,
     #[serde(default)]
     pub syscalls: SyscallsSection,
+    /// Behavioural baseline checking; absent: the defaults of [`BaselineSection`].
+    pub baseline: Option<BaselineSection>,
+}
+
+/// `[baseline]`: how sessions of the role are checked against the
+/// baseline `agent-guard baseline learn` built from earlier sessions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSection {
+    /// How many robust standard deviations (1.4826 x MAD) above the
+    /// median a counter may go before an alert; also never below the
+    /// highest value learned.
+    pub sensitivity: Option<Spanned<f64>>,
+    /// Sessions the baseline must have learned from before it alerts.
+    pub min_sessions: Option<Spanned<u32>>,
+    /// What a deviation does: alert (default), freeze, or kill.
+    #[serde(default)]
+    pub on_deviation: OnDeviation,
+    /// Report every file opened for reading (for learning where the role
+    /// reads); default true when the section is present, false without it.
+    pub record_reads: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeviation {
+    /// Alert (journal, socket, stderr) and let the session go on.
+    #[default]
+    Alert,
+    /// Alert and freeze the session for an operator (killed after the freeze grace).
+    Freeze,
+    /// Alert and end the session.
+    Kill,
 }
 
 #[derive(Debug, Deserialize)]

@@ -170,6 +170,26 @@ pub(super) fn resolve(
 
     check_environments(&mut ck, &file, &filesystem, &network, host);
 
+    let mut baseline = super::BaselinePolicy::default();
+    if let Some(b) = &file.baseline {
+        if let Some(s) = &b.sensitivity {
+            let v = *s.get_ref();
+            if v.is_finite() && v > 0.0 {
+                baseline.sensitivity = v;
+            } else {
+                ck.error(s.span(), "`sensitivity` must be a positive number, e.g. 4.0");
+            }
+        }
+        if let Some(m) = &b.min_sessions {
+            if *m.get_ref() == 0 {
+                ck.error(m.span(), "`min_sessions` must be at least 1");
+            }
+            baseline.min_sessions = *m.get_ref();
+        }
+        baseline.on_deviation = b.on_deviation;
+        baseline.record_reads = b.record_reads.unwrap_or(true);
+    }
+
     if !ck.problems.is_empty() {
         return Err(ck.problems);
     }
@@ -190,6 +210,7 @@ pub(super) fn resolve(
         limits,
         env,
         syscalls,
+        baseline,
     })
 }
 

@@ -241,7 +241,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     // From here on, a failure must not leave the session's cgroup behind.
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The session is registered with the monitor before the agent joins its cgroup.
-    let monitor = match Monitor::attach(policy, &cgroup.v2) {
+    let monitor = match Monitor::attach(policy, &cgroup.v2, policy.baseline.record_reads) {
         Ok(m) => {
             tracing::debug!(session = %session, loaded_instance = m.loaded_instance, "monitor registration took {:?}", m.load_time);
             Some(m)

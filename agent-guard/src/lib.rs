@@ -10,6 +10,7 @@ pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod escape;
+pub mod history;
 pub mod journal;
 pub mod monitor;
 pub mod profile;

@@ -56,36 +56,41 @@ impl Printer<'_> {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
             return;
         }
-        let d = &r.entry.data;
-        let what = match (r.entry.kind.as_str(), d["type"].as_str()) {
-            ("event", Some("exec")) => format!("exec {} {}", s(&d["path"]), list(&d["argv"])),
-            ("event", Some("exit")) => match d["signal"].as_i64() {
-                Some(sig) => format!("exit pid {} signal {sig}", d["pid"]),
-                None => format!("exit pid {} code {}", d["pid"], d["exit_code"]),
-            },
-            ("event", Some("file_open_write")) => format!("write-open {}", s(&d["path"])),
-            ("event", Some("file_open_read")) => format!("read-open {}", s(&d["path"])),
-            ("event", Some("connect")) => format!(
-                "connect {} {}:{} {}",
-                s(&d["protocol"]),
-                s(&d["addr"]),
-                d["port"],
-                if d["allowed"] == true { "allowed" } else { "DENIED" }
-            ),
-            ("event", Some("limit")) => format!("LIMIT {} {} > {} ({})", s(&d["counter"]), d["value"], d["limit"], s(&d["action"])),
-            ("event", Some("events_lost")) => format!("events lost: {}", d["count"]),
-            ("alert", _) => format!("ALERT {}", crate::escape::for_terminal(&d.to_string())),
-            ("operator", _) => format!(
-                "OPERATOR uid {} {}{}",
-                d["by_uid"],
-                s(&d["action"]),
-                d["reason"].as_str().map(|r| format!(": {}", crate::escape::for_terminal(r))).unwrap_or_default()
-            ),
-            ("session_start", _) => format!("start role {} argv {}", s(&d["role"]), list(&d["argv"])),
-            ("session_end", _) => format!("end by {} ({} ms)", s(&d["ended_by"]), d["duration_ms"]),
-            (kind, _) => crate::escape::for_terminal(kind),
-        };
+        let what = describe(r);
         println!("{:>8}  {}  {:16}  {}", r.seq, utc(r.time_ms), session.unwrap_or("-"), what);
+    }
+}
+
+/// One line for a journal record, agent-controlled text escaped.
+pub fn describe(r: &Record) -> String {
+    let d = &r.entry.data;
+    match (r.entry.kind.as_str(), d["type"].as_str()) {
+        ("event", Some("exec")) => format!("exec {} {}", s(&d["path"]), list(&d["argv"])),
+        ("event", Some("exit")) => match d["signal"].as_i64() {
+            Some(sig) => format!("exit pid {} signal {sig}", d["pid"]),
+            None => format!("exit pid {} code {}", d["pid"], d["exit_code"]),
+        },
+        ("event", Some("file_open_write")) => format!("write-open {}", s(&d["path"])),
+        ("event", Some("file_open_read")) => format!("read-open {}", s(&d["path"])),
+        ("event", Some("connect")) => format!(
+            "connect {} {}:{} {}",
+            s(&d["protocol"]),
+            s(&d["addr"]),
+            d["port"],
+            if d["allowed"] == true { "allowed" } else { "DENIED" }
+        ),
+        ("event", Some("limit")) => format!("LIMIT {} {} > {} ({})", s(&d["counter"]), d["value"], d["limit"], s(&d["action"])),
+        ("event", Some("events_lost")) => format!("events lost: {}", d["count"]),
+        ("alert", _) => format!("ALERT {}", crate::escape::for_terminal(&d.to_string())),
+        ("operator", _) => format!(
+            "OPERATOR uid {} {}{}",
+            d["by_uid"],
+            s(&d["action"]),
+            d["reason"].as_str().map(|r| format!(": {}", crate::escape::for_terminal(r))).unwrap_or_default()
+        ),
+        ("session_start", _) => format!("start role {} argv {}", s(&d["role"]), list(&d["argv"])),
+        ("session_end", _) => format!("end by {} ({} ms)", s(&d["ended_by"]), d["duration_ms"]),
+        (kind, _) => crate::escape::for_terminal(kind),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod events;
 pub mod journal;
 pub mod monitor;
 pub mod profile;
+pub mod replay;
 pub mod run;
 pub mod schema;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Unlock(control::ReasonArg),
     /// Events, alerts and operator actions from the journal (--follow for live)
     Events(events::EventsArgs),
+    /// A session from the journal: its process tree, files, connections, alerts, and end
+    Replay(replay::ReplayArgs),
     /// Check the journal
     #[command(subcommand)]
     Journal(journal::JournalCommand),
@@ -78,6 +81,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Supervise => run::supervise(config.as_deref()),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
         Command::Events(args) => events::run(args, config.as_deref()),
+        Command::Replay(args) => replay::run(args, config.as_deref()),
         Command::Daemon => {
             let host = load_host_config(config.as_deref())?;
             let socket = std::env::var_os("AGENT_GUARD_SOCKET").map(PathBuf::from).unwrap_or_else(|| host.socket.clone());

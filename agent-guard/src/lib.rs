@@ -5,6 +5,7 @@
 //! in the child before exec (`sandbox`) according to the role's profile
 //! (`profile`). `doctor` probes what this kernel can enforce.
 
+pub mod baseline;
 pub mod cli;
 pub mod control;
 pub mod daemon;

@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+pub mod baseline;
 pub mod control;
 pub mod doctor;
 pub mod events;
@@ -51,6 +52,9 @@ pub enum Command {
     Unlock(control::ReasonArg),
     /// Events, alerts and operator actions from the journal (--follow for live)
     Events(events::EventsArgs),
+    /// Behavioural baselines per role: learn from the journal, show, check a session
+    #[command(subcommand)]
+    Baseline(baseline::BaselineCommand),
     /// A session from the journal: its process tree, files, connections, alerts, and end
     Replay(replay::ReplayArgs),
     /// Check the journal
@@ -82,6 +86,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
         Command::Events(args) => events::run(args, config.as_deref()),
         Command::Replay(args) => replay::run(args, config.as_deref()),
+        Command::Baseline(cmd) => baseline::run(cmd, config.as_deref()),
         Command::Daemon => {
             let host = load_host_config(config.as_deref())?;
             let socket = std::env::var_os("AGENT_GUARD_SOCKET").map(PathBuf::from).unwrap_or_else(|| host.socket.clone());

@@ -107,6 +107,9 @@ pub enum EndedBy {
     Limit(Counter),
     /// An operator ended it (`agent-guard kill` or `lockdown`).
     Operator,
+    /// It left its role's baseline (`on_deviation = "kill"`, or "freeze"
+    /// and nobody resumed it); the deviation's kind.
+    Deviation(&'static str),
 }
 
 impl std::fmt::Display for EndedBy {
@@ -116,6 +119,7 @@ impl std::fmt::Display for EndedBy {
             EndedBy::WallTime => f.write_str("wall_time"),
             EndedBy::Limit(c) => write!(f, "limit:{}", c.name()),
             EndedBy::Operator => f.write_str("operator"),
+            EndedBy::Deviation(kind) => write!(f, "deviation:{kind}"),
         }
     }
 }
@@ -512,8 +516,12 @@ fn supervise_blocked(
     let sink = Background::start(Recorder::open(req.events_json.as_ref(), journal, session, req.journald_socket.clone())?);
     sink.send(move |r| r.health("start", health, 0));
     let wall_deadline = req.policy.limits.wall_time.map(|w| started + w.0);
-    // Set while the session is frozen by a limit: when the grace period ends.
-    let mut frozen_until: Option<(Instant, Counter)> = None;
+    // Set while the session is frozen by a limit or a deviation: when the
+    // grace period ends, and what the session ends by then.
+    let mut frozen_until: Option<(Instant, EndedBy)> = None;
+    let baseline = live_baseline(req, session);
+    let mut checker = baseline.as_ref().map(|b| crate::baseline::Checker::new(b, &req.policy.baseline, Some(req.policy.workdir.display().to_string())));
+    let mut next_counter_check = Instant::now();
     let mut ended_by = EndedBy::Exit;
     let who = format!(
         "session {session} (role {}{})",
@@ -527,13 +535,27 @@ fn supervise_blocked(
             say!("agent-guard: {who}: recording the session failed; ending it");
             break end_session(cgroup, pid)?;
         }
-        if let Some((until, counter)) = frozen_until {
+        if let Some((until, why)) = frozen_until {
             if now >= until {
-                let name = counter.name();
-                sink.send(move |r| r.alert(serde_json::json!({ "alert": "freeze_grace_expired", "counter": name })));
+                let what = why.to_string();
+                sink.send(move |r| r.alert(serde_json::json!({ "alert": "freeze_grace_expired", "frozen_by": what })));
                 say!("agent-guard: {who}: nobody resumed the frozen session within {}; ending it", crate::profile::HumanDuration(req.freeze_grace));
-                ended_by = EndedBy::Limit(counter);
+                ended_by = why;
                 break end_session(cgroup, pid)?;
+            }
+        }
+        // Counters move without events (writes, reads): look at them twice a second.
+        if let (Some(c), Some(m)) = (checker.as_mut(), monitor.as_deref()) {
+            if now >= next_counter_check {
+                next_counter_check = now + COUNTER_CHECK;
+                if let Ok(values) = m.counters() {
+                    let named = Counter::ALL.iter().map(|k| (k.name().to_owned(), values[*k as usize])).collect();
+                    let found = c.counters(&named, started.elapsed().as_millis() as u64);
+                    if let Some(why) = on_deviations(req, &who, cgroup, &sink, found, &mut frozen_until)? {
+                        ended_by = why;
+                        break end_session(cgroup, pid)?;
+                    }
+                }
             }
         }
         if wall_deadline.is_some_and(|d| now >= d) {
@@ -556,6 +578,10 @@ fn supervise_blocked(
             (Some(a), Some((b, _))) => Some(a.min(b)),
             (a, b) => a.or(b.map(|(b, _)| b)),
         };
+        let deadline = match checker {
+            Some(_) => Some(deadline.map_or(next_counter_check, |d| d.min(next_counter_check))),
+            None => deadline,
+        };
         // While frozen, look for an operator's resume a few times a second.
         let deadline = match frozen_until {
             Some(_) => Some(deadline.map_or(now + Duration::from_millis(200), |d| d.min(now + Duration::from_millis(200)))),
@@ -574,7 +600,7 @@ fn supervise_blocked(
                         let first_freeze = freeze && frozen_until.is_none();
                         if first_freeze {
                             cgroup.set_frozen(true).map_err(SandboxError::from)?;
-                            frozen_until = Some((Instant::now() + req.freeze_grace, counter));
+                            frozen_until = Some((Instant::now() + req.freeze_grace, EndedBy::Limit(counter)));
                         } else if !freeze && end_now.is_none() {
                             end_now = Some(counter);
                         }
@@ -591,9 +617,20 @@ fn supervise_blocked(
                         }));
                     }
                 }
-                let status = match end_now {
-                    Some(counter) => {
-                        ended_by = EndedBy::Limit(counter);
+                let mut end_by = end_now.map(EndedBy::Limit);
+                if let Some(c) = checker.as_mut() {
+                    let mut found = Vec::new();
+                    for event in &batch {
+                        if let Ok(v) = serde_json::to_value(crate::monitor::record::EventRecord::from_event(session, event)) {
+                            found.extend(c.event(&v));
+                        }
+                    }
+                    let why = on_deviations(req, &who, cgroup, &sink, found, &mut frozen_until)?;
+                    end_by = end_by.or(why);
+                }
+                let status = match end_by {
+                    Some(why) => {
+                        ended_by = why;
                         Some(end_session(cgroup, pid)?)
                     }
                     None => None,
@@ -910,6 +947,72 @@ impl Background {
 }
 
 /// Kills the whole session and returns the first process's wait status.
+/// How often a session with a baseline has its counters checked.
+const COUNTER_CHECK: Duration = Duration::from_millis(500);
+
+/// The role's baseline when the session should be checked against it:
+/// learned from at least `min_sessions` sessions. Says why not otherwise.
+fn live_baseline(req: &RunRequest, session: &str) -> Option<crate::baseline::Baseline> {
+    let role = &req.policy.role;
+    match crate::baseline::load(&req.state_dir, role) {
+        Ok(Some(b)) if b.sessions.len() as u32 >= req.policy.baseline.min_sessions => Some(b),
+        Ok(Some(b)) => {
+            tracing::debug!(session, "the baseline of {role} has {} sessions, fewer than min_sessions {}: not checking", b.sessions.len(), req.policy.baseline.min_sessions);
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            say!("agent-guard: warning: session {session}: the baseline of role {} cannot be read, so it is not checked: {e}", crate::escape::for_terminal(role));
+            None
+        }
+    }
+}
+
+/// Reports `found` deviations (stderr, journal, journald) and applies the
+/// profile's `on_deviation`: returns why the session must end now, if it must.
+fn on_deviations(
+    req: &RunRequest,
+    who: &str,
+    cgroup: &SessionCgroup,
+    sink: &Background,
+    found: Vec<crate::baseline::Deviation>,
+    frozen_until: &mut Option<(Instant, EndedBy)>,
+) -> Result<Option<EndedBy>, SessionError> {
+    use crate::profile::OnDeviation;
+    let Some(first) = found.first() else { return Ok(None) };
+    let kind = first.kind;
+    for d in &found {
+        say!("agent-guard: {who}: DEVIATION: {}", d.human());
+    }
+    let action = req.policy.baseline.on_deviation;
+    let alerts: Vec<serde_json::Value> = found
+        .iter()
+        .map(|d| {
+            let mut a = d.alert();
+            a["action"] = serde_json::json!(action);
+            a
+        })
+        .collect();
+    sink.send(move |r| {
+        for a in alerts {
+            r.alert(a)?;
+        }
+        Ok(())
+    });
+    match action {
+        OnDeviation::Alert => Ok(None),
+        OnDeviation::Kill => Ok(Some(EndedBy::Deviation(kind))),
+        OnDeviation::Freeze => {
+            if frozen_until.is_none() {
+                cgroup.set_frozen(true).map_err(SandboxError::from)?;
+                *frozen_until = Some((Instant::now() + req.freeze_grace, EndedBy::Deviation(kind)));
+                say!("agent-guard: {who}: FROZEN for an operator; it will be killed in {}", crate::profile::HumanDuration(req.freeze_grace));
+            }
+            Ok(None)
+        }
+    }
+}
+
 fn end_session(cgroup: &SessionCgroup, pid: libc::pid_t) -> Result<libc::c_int, SessionError> {
     cgroup.kill_all(|| {}).map_err(SandboxError::from)?;
     let mut st = 0;

@@ -692,6 +692,21 @@ fn supervise_blocked(
                 }
             }
         }
+        // The last events and the final counters (a burst may fit between two checks).
+        if let Some(c) = checker.as_mut() {
+            let mut found = Vec::new();
+            for event in &rest {
+                if let Ok(v) = serde_json::to_value(crate::monitor::record::EventRecord::from_event(session, event)) {
+                    found.extend(c.event(&v));
+                }
+            }
+            if let Ok(values) = m.counters() {
+                let named = Counter::ALL.iter().map(|k| (k.name().to_owned(), values[*k as usize])).collect();
+                found.extend(c.counters(&named, started.elapsed().as_millis() as u64));
+            }
+            // The session is over: report, nothing left to freeze or kill.
+            report_deviations(req, &who, &sink, &found);
+        }
         sink.send(move |r| {
             for event in &rest {
                 r.event(event)?;
@@ -981,25 +996,8 @@ fn on_deviations(
     use crate::profile::OnDeviation;
     let Some(first) = found.first() else { return Ok(None) };
     let kind = first.kind;
-    for d in &found {
-        say!("agent-guard: {who}: DEVIATION: {}", d.human());
-    }
-    let action = req.policy.baseline.on_deviation;
-    let alerts: Vec<serde_json::Value> = found
-        .iter()
-        .map(|d| {
-            let mut a = d.alert();
-            a["action"] = serde_json::json!(action);
-            a
-        })
-        .collect();
-    sink.send(move |r| {
-        for a in alerts {
-            r.alert(a)?;
-        }
-        Ok(())
-    });
-    match action {
+    report_deviations(req, who, sink, &found);
+    match req.policy.baseline.on_deviation {
         OnDeviation::Alert => Ok(None),
         OnDeviation::Kill => Ok(Some(EndedBy::Deviation(kind))),
         OnDeviation::Freeze => {
@@ -1010,6 +1008,30 @@ fn on_deviations(
             }
             Ok(None)
         }
+    }
+}
+
+/// Says each deviation on stderr and records it as an alert (journal, journald).
+fn report_deviations(req: &RunRequest, who: &str, sink: &Background, found: &[crate::baseline::Deviation]) {
+    let action = req.policy.baseline.on_deviation;
+    for d in found {
+        say!("agent-guard: {who}: DEVIATION: {}", d.human());
+    }
+    let alerts: Vec<serde_json::Value> = found
+        .iter()
+        .map(|d| {
+            let mut a = d.alert();
+            a["action"] = serde_json::json!(action);
+            a
+        })
+        .collect();
+    if !alerts.is_empty() {
+        sink.send(move |r| {
+            for a in alerts {
+                r.alert(a)?;
+            }
+            Ok(())
+        });
     }
 }
 

@@ -1,0 +1,2 @@
+. ./corpus/repo-helper/work.sh
+cat "$CREDS/credentials" > /dev/null

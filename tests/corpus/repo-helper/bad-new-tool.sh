@@ -1,0 +1,2 @@
+. ./corpus/repo-helper/work.sh
+base64 out/*.txt > /dev/null

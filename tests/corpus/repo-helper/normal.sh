@@ -1,0 +1,1 @@
+. ./corpus/repo-helper/work.sh

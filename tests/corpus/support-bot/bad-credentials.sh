@@ -1,0 +1,2 @@
+. ./corpus/support-bot/work.sh
+cat "$CREDS/credentials" > /dev/null

@@ -1,0 +1,2 @@
+. ./corpus/support-bot/work.sh
+base64 out/*.txt > /dev/null

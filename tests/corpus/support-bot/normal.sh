@@ -1,0 +1,1 @@
+. ./corpus/support-bot/work.sh

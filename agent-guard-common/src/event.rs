@@ -93,7 +93,9 @@ pub struct ExecEvent {
     pub argc: u32,
     /// The parent's thread-group id (0 when it could not be read).
     pub ppid: u32,
-    pub _pad: u32,
+    /// The exec's result: 0 when the program runs, else minus the errno
+    /// (ENOENT while a shell searches PATH, EACCES when refused, ...).
+    pub result: i32,
     pub path: [u8; EXEC_PATH_LEN],
     pub args: [[u8; EXEC_ARG_LEN]; EXEC_ARGS],
 }

@@ -54,6 +54,12 @@ static PENDING_CONNECT: LruHashMap<u64, Dest> = LruHashMap::with_max_entries(409
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 
+/// Execs in flight: the event, filled at entry and sent at exit with the
+/// result, by thread-group id (a successful exec by a secondary thread
+/// returns in the group leader's place).
+#[map]
+static PENDING_EXEC: LruHashMap<u32, ExecEvent> = LruHashMap::with_max_entries(4096, 0);
+
 const CLONE_THREAD: u64 = 0x0001_0000;
 const O_ACCMODE: u64 = 0o3;
 const O_CREAT: u64 = 0o100;
@@ -198,7 +204,7 @@ fn exec_event(ctx: &TracePointContext, path_arg: usize) {
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
-    ev.header = s.header(EventKind::Exec as u32);
+    // The header (pid, sequence, time) is set at the exec's exit.
     ev.uid = bpf_get_current_uid_gid() as u32;
     ev.argc = 0;
     // SAFETY: current->real_parent->tgid, each read through the helper, which fails cleanly.
@@ -209,7 +215,7 @@ fn exec_event(ctx: &TracePointContext, path_arg: usize) {
             Err(_) => 0,
         }
     };
-    ev._pad = 0;
+    ev.result = 0;
     ev.path = [0; EXEC_PATH_LEN];
     ev.args = [[0; EXEC_ARG_LEN]; EXEC_ARGS];
     if let Some(p) = read::<u64>(ctx, arg(path_arg)) {
@@ -229,7 +235,32 @@ fn exec_event(ctx: &TracePointContext, path_arg: usize) {
             ev.argc = i as u32 + 1;
         }
     }
-    s.emit_ref(ev);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let _ = PENDING_EXEC.insert(&tgid, ev, 0);
+}
+
+/// `sys_exit_execve`/`execveat`: sends the exec event begun at entry with
+/// its result (a successful exec returns here in the new program).
+#[tracepoint]
+pub fn tp_exit_exec(ctx: TracePointContext) -> u32 {
+    let Some(s) = in_session() else { return 0 };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match PENDING_EXEC.get_ptr_mut(&tgid) {
+        Some(ev) => {
+            // SAFETY: the entry is ours (keyed by this process) until removed below.
+            let ev = unsafe { &mut *ev };
+            ev.result = read::<i64>(&ctx, RET).unwrap_or(0) as i32;
+            // The header as of now: the pid is the group's after a successful exec.
+            ev.header = s.header(EventKind::Exec as u32);
+            s.emit_ref(ev);
+        }
+        // Evicted (over 4096 execs in flight): the event is lost, and counted so.
+        None => {
+            s.add(Counter::EventsLost, 1);
+        }
+    }
+    let _ = PENDING_EXEC.remove(&tgid);
+    0
 }
 
 #[tracepoint]

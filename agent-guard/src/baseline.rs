@@ -170,7 +170,7 @@ pub fn learn(role: &str, sessions: &[SessionHistory]) -> Baseline {
             rates.entry(name).or_default().push(value as f64 / seconds);
         }
         let workdir = h.workdir();
-        for e in h.execs() {
+        for e in h.programs() {
             b.executables.insert(e.path);
         }
         b.exec_pairs.extend(h.exec_pairs());
@@ -366,6 +366,8 @@ impl<'a> Checker<'a> {
     /// Feeds one journal event record (its data); returns what deviates.
     pub fn event(&mut self, d: &Value) -> Vec<Deviation> {
         match d["type"].as_str() {
+            // A failed exec (a shell searching PATH) runs nothing.
+            Some("exec") if d["errno"].as_i64().unwrap_or(0) != 0 => Vec::new(),
             Some("exec") => self.exec(d["pid"].as_u64().unwrap_or(0) as u32, d["ppid"].as_u64().unwrap_or(0) as u32, d["path"].as_str().unwrap_or_default()),
             Some("connect") => {
                 let c = crate::history::Connect {

@@ -77,6 +77,8 @@ pub struct SessionView {
     /// The session's supervisor: the `run` process in embedded mode, else
     /// the `agent-guard supervise` the daemon spawned.
     pub supervisor_pid: u32,
+    /// Started with `--observe`: recorded, not confined (limits only).
+    pub observe: bool,
     /// `running`, `frozen` or `ending`.
     pub state: String,
     pub age_ms: u64,
@@ -135,6 +137,7 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
                 uid: r.uid,
                 main_pid: r.main_pid,
                 supervisor_pid: r.supervisor_pid,
+                observe: r.observe,
                 counters,
             }
         })

@@ -39,6 +39,8 @@ pub struct Exec {
     pub ppid: u32,
     pub path: String,
     pub argv: Vec<String>,
+    /// 0 when the program ran, else the errno of the failed exec.
+    pub errno: i64,
 }
 
 /// A connect (or unconnected send) as recorded.
@@ -100,6 +102,7 @@ impl SessionHistory {
                 ppid: d["ppid"].as_u64().unwrap_or(0) as u32,
                 path: d["path"].as_str().unwrap_or_default().to_owned(),
                 argv: d["argv"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+                errno: d["errno"].as_i64().unwrap_or(0),
             })
             .collect();
         out.sort_by_key(|e| e.seq);
@@ -138,12 +141,17 @@ impl SessionHistory {
     pub fn exec_pairs(&self) -> BTreeSet<(String, String)> {
         exec_pairs(&self.execs())
     }
+
+    /// The execs that ran a program (not the failed attempts).
+    pub fn programs(&self) -> Vec<Exec> {
+        self.execs().into_iter().filter(|e| e.errno == 0).collect()
+    }
 }
 
 /// See [`SessionHistory::exec_pairs`]; also used live, exec by exec.
 pub fn exec_pairs(execs: &[Exec]) -> BTreeSet<(String, String)> {
     let mut tracker = ExecTracker::default();
-    execs.iter().map(|e| tracker.pair(e.pid, e.ppid, &e.path)).collect()
+    execs.iter().filter(|e| e.errno == 0).map(|e| tracker.pair(e.pid, e.ppid, &e.path)).collect()
 }
 
 /// What each process of a session runs, to name exec pairs as they come.
@@ -265,7 +273,7 @@ mod tests {
 
     #[test]
     fn exec_pairs_follow_processes() {
-        let e = |seq, pid, ppid, path: &str| Exec { seq, ktime_ns: 0, pid, ppid, path: path.to_owned(), argv: vec![] };
+        let e = |seq, pid, ppid, path: &str| Exec { seq, ktime_ns: 0, pid, ppid, path: path.to_owned(), argv: vec![], errno: 0 };
         // sh (10, child of the supervisor 1) runs python (11) and cat (12); python execs into git.
         let pairs = exec_pairs(&[e(1, 10, 1, "/bin/sh"), e(2, 11, 10, "/usr/bin/python3"), e(3, 12, 10, "/bin/cat"), e(4, 11, 10, "/usr/bin/git")]);
         let want: BTreeSet<(String, String)> = [

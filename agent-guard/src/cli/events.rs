@@ -65,7 +65,10 @@ impl Printer<'_> {
 pub fn describe(r: &Record) -> String {
     let d = &r.entry.data;
     match (r.entry.kind.as_str(), d["type"].as_str()) {
-        ("event", Some("exec")) => format!("exec {} {}", s(&d["path"]), list(&d["argv"])),
+        ("event", Some("exec")) => match d["errno"].as_i64().unwrap_or(0) {
+            0 => format!("exec {} {}", s(&d["path"]), list(&d["argv"])),
+            e => format!("exec {} {} FAILED: {}", s(&d["path"]), list(&d["argv"]), std::io::Error::from_raw_os_error(e as i32)),
+        },
         ("event", Some("exit")) => match d["signal"].as_i64() {
             Some(sig) => format!("exit pid {} signal {sig}", d["pid"]),
             None => format!("exit pid {} code {}", d["pid"], d["exit_code"]),

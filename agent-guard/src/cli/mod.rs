@@ -76,6 +76,16 @@ pub enum Command {
 /// Runs the command; returns the process exit status.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let config = cli.config;
+    // Commands whose output is read by people and pipes end quietly when
+    // the reader goes away (`| head`), as command-line tools do; the daemon,
+    // `run` and the supervisor keep SIGPIPE ignored and see EPIPE instead.
+    if matches!(
+        cli.command,
+        Command::Events(_) | Command::Replay(_) | Command::Ps(_) | Command::Baseline(_) | Command::Schema { .. } | Command::Journal(_) | Command::Profile(_) | Command::Monitor(_)
+    ) {
+        // SAFETY: restoring the default disposition of SIGPIPE; no handler is involved.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run(args) => run::run(args, config.as_deref()),
         Command::Profile(cmd) => profile::run(cmd, config.as_deref()),

@@ -42,6 +42,8 @@ pub struct Process {
 pub struct ProcessExec {
     pub path: String,
     pub argv: Vec<String>,
+    /// 0 when the program ran, else why the exec failed.
+    pub errno: i64,
 }
 
 /// One line of the timeline.
@@ -69,12 +71,14 @@ pub struct Replay {
 fn processes(h: &SessionHistory) -> Vec<Process> {
     let mut by_pid: BTreeMap<u32, Process> = BTreeMap::new();
     let mut order = Vec::new();
-    for e in h.execs() {
+    // Failed attempts with ENOENT are a shell searching PATH: noise. Other
+    // failures (EACCES: refused) stay, marked.
+    for e in h.execs().into_iter().filter(|e| e.errno != i64::from(libc::ENOENT)) {
         let p = by_pid.entry(e.pid).or_insert_with(|| {
             order.push(e.pid);
             Process { pid: e.pid, ppid: e.ppid, execs: Vec::new(), exit_code: None, signal: None, children: Vec::new() }
         });
-        p.execs.push(ProcessExec { path: e.path, argv: e.argv });
+        p.execs.push(ProcessExec { path: e.path, argv: e.argv, errno: e.errno });
     }
     for r in &h.events {
         let d = &r.entry.data;
@@ -108,8 +112,10 @@ fn timeline(h: &SessionHistory) -> Vec<(f64, &crate::journal::Record)> {
         .iter()
         .chain(&h.alerts)
         .chain(&h.operator)
-        // Exits are in the process tree; health records are noise here.
+        // Exits are in the process tree; health records and a shell's PATH
+        // search (execs failing with ENOENT) are noise here.
         .filter(|r| !matches!(r.entry.data["type"].as_str(), Some("exit" | "health")))
+        .filter(|r| !(r.entry.data["type"] == "exec" && r.entry.data["errno"].as_i64() == Some(i64::from(libc::ENOENT))))
         .map(|r| {
             let at_ms = match (r.entry.data["ktime_ns"].as_u64(), first_ktime) {
                 (Some(k), Some(first)) if k > 0 => k.saturating_sub(first) as f64 / 1e6,
@@ -146,7 +152,10 @@ fn print_process(p: &Process, prefix: &str, last: bool, top: bool) {
     };
     let mut first = true;
     for e in &p.execs {
-        let argv = e.argv.iter().map(|a| for_terminal(a)).collect::<Vec<_>>().join(" ");
+        let mut argv = e.argv.iter().map(|a| for_terminal(a)).collect::<Vec<_>>().join(" ");
+        if e.errno != 0 {
+            argv.push_str(&format!("] (FAILED: {}) [", std::io::Error::from_raw_os_error(e.errno as i32)));
+        }
         if first {
             println!("{prefix}{branch}{} {}  [{argv}]  {status}", p.pid, for_terminal(&e.path));
             first = false;

@@ -47,6 +47,11 @@ pub struct RunArgs {
     /// Run the session in this process even when a daemon listens (root only)
     #[arg(long)]
     pub embedded: bool,
+    /// Record everything and confine nothing but the limits, to learn a
+    /// profile from (`profile suggest`); flagged in ps, the journal and the
+    /// summary. Root and operators only
+    #[arg(long)]
+    pub observe: bool,
     /// The command to run and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -94,6 +99,7 @@ pub struct Inputs {
     pub events: Option<std::fs::File>,
     pub summary: Option<std::fs::File>,
     pub env: Vec<(OsString, OsString)>,
+    pub observe: bool,
 }
 
 pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
@@ -127,6 +133,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         events: create(&args.events_json, "events")?,
         summary: create(&args.summary_json, "summary")?,
         env: std::env::vars_os().collect(),
+        observe: args.observe,
     };
     execute(&host, inputs)
 }
@@ -158,11 +165,13 @@ pub fn execute(host: &crate::profile::HostConfig, inputs: Inputs) -> anyhow::Res
         events_json: inputs.events,
         env: inputs.env,
         owner_uid: inputs.owner_uid,
+        observe: inputs.observe,
         journal: Some(journal),
         state_dir: host.state_dir.clone(),
         journald_socket: Some(host.journald_socket.clone()),
     })?;
-    let summary = crate::session::summary::Summary::new(&outcome, &role, inputs.agent.as_deref());
+    let mut summary = crate::session::summary::Summary::new(&outcome, &role, inputs.agent.as_deref());
+    summary.observe = inputs.observe;
     open_journal()?
         .append(&[crate::journal::Entry {
             kind: "session_end".to_owned(),
@@ -201,6 +210,7 @@ fn via_daemon(stream: std::os::unix::net::UnixStream, socket: &Path, args: RunAr
         quiet: args.quiet,
         events_json: args.events_json.is_some(),
         summary_json: args.summary_json.is_some(),
+        observe: args.observe,
         argv,
         // Only what can travel as JSON text; the profile picks what it passes.
         env: std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
@@ -253,6 +263,7 @@ pub fn supervise(config: Option<&Path>) -> anyhow::Result<i32> {
             events,
             summary,
             env: spec.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
+            observe: spec.observe,
         };
         execute(&host, inputs)
     })();

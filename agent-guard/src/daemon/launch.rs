@@ -57,6 +57,9 @@ pub fn authorise(host: &HostConfig, caller: Caller, owner: &Owner, spec: &RunSpe
         let why = l.reason.map(|r| format!(": {}", crate::escape::for_terminal(&r))).unwrap_or_default();
         return Err(format!("lockdown is on (by uid {}){why}: no new sessions until `agent-guard unlock`", l.by_uid));
     }
+    if spec.observe && !caller.operator {
+        return Err("--observe lifts the confinement: root and the operator group only".to_owned());
+    }
     match (&spec.role, &spec.profile) {
         (_, Some(_)) if owner.uid != 0 => Err("only root may run a profile file through the daemon; name a role (--role)".to_owned()),
         (_, Some(_)) => Ok(()),

@@ -75,6 +75,9 @@ pub struct RunSpec {
     /// The client sends a summary file descriptor.
     #[serde(default)]
     pub summary_json: bool,
+    /// `--observe`: recorded, not confined; root and operators only.
+    #[serde(default)]
+    pub observe: bool,
     /// The command and its arguments.
     pub argv: Vec<String>,
     /// The client's environment, from which the profile's `[env] pass` takes values.

@@ -13,7 +13,7 @@ pub enum Event {
     Connect { pid: u32, seq: u64, ktime_ns: u64, addr: IpAddr, port: u16, protocol: u16, allowed: bool, via_sendmsg: bool },
     Limit { pid: u32, seq: u64, ktime_ns: u64, counter: Counter, freeze: bool, value: u64, limit: u64 },
     /// `path` and `argv` are agent-controlled bytes: escape before display.
-    Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, ppid: u32, path: Vec<u8>, argv: Vec<Vec<u8>> },
+    Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, ppid: u32, result: i32, path: Vec<u8>, argv: Vec<Vec<u8>> },
     /// A file opened for writing; `path` is agent-controlled.
     FileOpenWrite { pid: u32, seq: u64, ktime_ns: u64, flags: u32, fd: i32, path: Vec<u8> },
     FileOpenRead { pid: u32, seq: u64, ktime_ns: u64, fd: i32, path: Vec<u8> },
@@ -82,6 +82,7 @@ pub fn decode(bytes: &[u8]) -> Event {
                 ktime_ns: h.ktime_ns,
                 uid: e.uid,
                 ppid: e.ppid,
+                result: e.result,
                 path: c_bytes(&e.path),
                 argv: e.args.iter().take(e.argc as usize).map(|a| c_bytes(a)).collect(),
             },

@@ -38,6 +38,9 @@ pub enum EventBody {
         uid: u32,
         /// The parent's process id (0 when unknown).
         ppid: u32,
+        /// 0 when the program runs, else the errno the exec failed with
+        /// (ENOENT while a shell searches PATH, EACCES when refused, ...).
+        errno: i32,
         /// The path as passed to exec (escaped).
         path: String,
         /// The head of argv (at most 4 arguments of at most 63 bytes, escaped).
@@ -99,11 +102,11 @@ pub enum EventBody {
 impl EventRecord {
     pub fn from_event(session: &str, event: &Event) -> EventRecord {
         let (pid, seq, ktime_ns, body) = match event {
-            Event::Exec { pid, seq, ktime_ns, uid, ppid, path, argv } => (
+            Event::Exec { pid, seq, ktime_ns, uid, ppid, result, path, argv } => (
                 *pid,
                 *seq,
                 *ktime_ns,
-                EventBody::Exec { uid: *uid, ppid: *ppid, path: bytes_for_terminal(path), argv: argv.iter().map(|a| bytes_for_terminal(a)).collect() },
+                EventBody::Exec { uid: *uid, ppid: *ppid, errno: -*result, path: bytes_for_terminal(path), argv: argv.iter().map(|a| bytes_for_terminal(a)).collect() },
             ),
             Event::FileOpenRead { pid, seq, ktime_ns, fd, path } => {
                 (*pid, *seq, *ktime_ns, EventBody::FileOpenRead { path: bytes_for_terminal(path), fd: *fd })
@@ -170,11 +173,11 @@ mod tests {
 
     #[test]
     fn exec_strings_are_escaped() {
-        let ev = Event::Exec { pid: 7, seq: 1, ktime_ns: 5, uid: 0, ppid: 6, path: b"/tmp/\x1b[31mx\xff".to_vec(), argv: vec![b"a\nb".to_vec()] };
+        let ev = Event::Exec { pid: 7, seq: 1, ktime_ns: 5, uid: 0, ppid: 6, result: 0, path: b"/tmp/\x1b[31mx\xff".to_vec(), argv: vec![b"a\nb".to_vec()] };
         let line = serde_json::to_string(&EventRecord::from_event("s", &ev)).unwrap();
         assert_eq!(
             line,
-            r#"{"session":"s","seq":1,"ktime_ns":5,"pid":7,"type":"exec","uid":0,"ppid":6,"path":"/tmp/\\e[31mx\\xff","argv":["a\\nb"]}"#
+            r#"{"session":"s","seq":1,"ktime_ns":5,"pid":7,"type":"exec","uid":0,"ppid":6,"errno":0,"path":"/tmp/\\e[31mx\\xff","argv":["a\\nb"]}"#
         );
     }
 }

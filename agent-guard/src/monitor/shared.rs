@@ -58,6 +58,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tp_process_exec", "sched", "sched_process_exec"),
     ("tp_enter_execve", "syscalls", "sys_enter_execve"),
     ("tp_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("tp_exit_exec", "syscalls", "sys_exit_execve"),
+    ("tp_exit_exec", "syscalls", "sys_exit_execveat"),
     ("tp_enter_openat", "syscalls", "sys_enter_openat"),
     ("tp_enter_open", "syscalls", "sys_enter_open"),
     ("tp_enter_creat", "syscalls", "sys_enter_creat"),

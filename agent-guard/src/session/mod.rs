@@ -87,6 +87,9 @@ pub struct RunRequest {
     pub env: Vec<(OsString, OsString)>,
     /// The uid that started the session (through the daemon: the client's).
     pub owner_uid: u32,
+    /// Record everything, confine nothing but the limits (for learning a
+    /// profile): no landlock, every destination allowed, reads reported.
+    pub observe: bool,
     /// The journal that records the session (start, events, alerts).
     pub journal: Option<Journal>,
     /// Where the lockdown switch lives.
@@ -207,7 +210,27 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     }
     let mut journal = req.journal.take();
     let req = req;
-    let policy = &req.policy;
+    // Observing: the network opens to every destination (seccomp lets IP
+    // sockets be made, the monitor allows and reports each connect), and
+    // landlock is left out below.
+    let observed;
+    let policy = if req.observe {
+        let mut p = req.policy.clone();
+        let any = crate::profile::PortRange { lo: 1, hi: u16::MAX };
+        p.network = crate::profile::NetPolicy {
+            connect: ["0.0.0.0/0", "::/0"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .map(|net| crate::profile::Destination { net, ports: any })
+                .collect(),
+            bind: vec![any],
+        };
+        observed = p;
+        say!("agent-guard: OBSERVE MODE: this session is recorded, not confined: landlock and the network allowlist are off; seccomp, deny masks, capabilities, cgroup and counter limits stay on");
+        &observed
+    } else {
+        &req.policy
+    };
     let mut gaps = enforcement_gaps(policy, &req.cgroups);
     if !gaps.is_empty() && !req.best_effort {
         return Err(SessionError::Unenforceable { role: policy.role.clone(), gaps });
@@ -221,7 +244,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     };
     let exe = sandbox::resolve_command(command, &env)?;
     let abi = landlock::kernel_abi();
-    let (landlock_fd, notes) = if abi >= 1 {
+    let (landlock_fd, notes) = if abi >= 1 && !req.observe {
         let (fd, notes) = landlock::build(policy, abi, &landlock::interpreters(policy, &exe)).map_err(SandboxError::from)?;
         (Some(fd), notes)
     } else {
@@ -245,7 +268,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     // From here on, a failure must not leave the session's cgroup behind.
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The session is registered with the monitor before the agent joins its cgroup.
-    let monitor = match Monitor::attach(policy, &cgroup.v2, policy.baseline.record_reads) {
+    let monitor = match Monitor::attach(policy, &cgroup.v2, policy.baseline.record_reads || req.observe) {
         Ok(m) => {
             tracing::debug!(session = %session, loaded_instance = m.loaded_instance, "monitor registration took {:?}", m.load_time);
             Some(m)
@@ -320,6 +343,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
                 "profile_sha256": policy.sha256,
                 "cgroup_id": monitor.as_ref().map(|m| m.cgroup_id),
                 "unenforced": gaps.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "observe": req.observe,
             }),
         }])
         .map_err(|e| {
@@ -510,6 +534,7 @@ fn supervise_blocked(
         main_pid: pid as u32,
         cgroup: cgroup.v2.clone(),
         cgroup_id: monitor.as_ref().map(|m| m.cgroup_id),
+        observe: req.observe,
         started_ms: registry::now_ms(),
     })?;
     let health = monitor.as_ref().map(|m| (m.load_time, m.ring_bytes));

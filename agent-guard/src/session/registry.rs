@@ -43,6 +43,9 @@ pub struct SessionRecord {
     pub cgroup: PathBuf,
     /// The session's cgroup v2 id, its key in the monitor's maps, when the monitor watches it.
     pub cgroup_id: Option<u64>,
+    /// Started with `--observe`: recorded, not confined.
+    #[serde(default)]
+    pub observe: bool,
     pub started_ms: u64,
 }
 

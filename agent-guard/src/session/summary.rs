@@ -41,6 +41,8 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Controls that were not enforced (with `--best-effort`).
     pub unenforced: Vec<String>,
+    /// Started with `--observe`: recorded, not confined (limits only).
+    pub observe: bool,
 }
 
 impl Summary {
@@ -71,6 +73,7 @@ impl Summary {
             events_lost: outcome.counters.map_or(0, |c| c[Counter::EventsLost as usize]) + outcome.events_dropped,
             duration_ms: outcome.duration.as_millis() as u64,
             unenforced: outcome.unenforced.iter().map(ToString::to_string).collect(),
+            observe: false,
         }
     }
 

@@ -15,6 +15,24 @@ pub enum ProfileCommand {
     },
     /// Show the effective policy of a profile after defaults and placeholders
     Show(ShowArgs),
+    /// Write a least-privilege profile that would have allowed exactly what recorded sessions did
+    Suggest(SuggestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// A session to learn from (an id or unique prefix); repeat for several
+    #[arg(long = "from-session", required = true, value_name = "ID")]
+    pub sessions: Vec<String>,
+    /// The role name of the suggested profile [default: the sessions' role with `-learned`]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Write it to FILE instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Journal directory [default: the host config's]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +67,24 @@ pub fn run(cmd: ProfileCommand, config: Option<&Path>) -> anyhow::Result<i32> {
                 }
             }
             Ok(if failed == 0 { 0 } else { 1 })
+        }
+        ProfileCommand::Suggest(args) => {
+            super::control::authorize()?;
+            let dir = args.dir.clone().unwrap_or_else(|| host.journal.dir.clone());
+            let sessions = args.sessions.iter().map(|id| crate::history::one(&dir, id)).collect::<anyhow::Result<Vec<_>>>()?;
+            for h in &sessions {
+                anyhow::ensure!(h.end.is_some(), "session {} has not ended (or its end is not in the journal)", crate::escape::for_terminal(&h.session));
+            }
+            let name = args.name.clone().unwrap_or_else(|| format!("{}-learned", sessions[0].role));
+            let text = profile::suggest::suggest(&name, &sessions);
+            match &args.out {
+                Some(path) => {
+                    std::fs::write(path, &text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+                    eprintln!("wrote {} (role {name}); check it with `agent-guard profile check {0}`", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(0)
         }
         ProfileCommand::Show(args) => {
             let path = super::run::profile_path(args.role.as_deref(), args.profile.as_deref())?;

@@ -5,6 +5,7 @@ pub mod diag;
 pub mod host;
 pub mod net;
 pub mod schema;
+pub mod suggest;
 pub mod units;
 mod validate;
 

@@ -28,6 +28,8 @@ pub struct SessionHistory {
     pub alerts: Vec<Record>,
     /// `operator` records naming this session.
     pub operator: Vec<Record>,
+    /// Other records about the session (`io`, ...).
+    pub other: Vec<Record>,
 }
 
 /// An exec as recorded.
@@ -211,7 +213,7 @@ pub fn load(dir: &Path, filter: &Filter) -> Result<Vec<SessionHistory>, JournalE
                 "event" => h.events.push(record),
                 "alert" => h.alerts.push(record),
                 "operator" => h.operator.push(record),
-                _ => {}
+                _ => h.other.push(record),
             }
         }
     }

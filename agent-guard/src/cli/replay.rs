@@ -24,6 +24,12 @@ pub struct ReplayArgs {
     /// Journal directory [default: the host config's]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Play back the agent's output recorded with `run --record-io`, with its timing
+    #[arg(long)]
+    pub io: bool,
+    /// Playback speed factor with --io (2 = twice as fast); pauses are capped at 2 s
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 /// A process of the session: one that exec'd at least once.
@@ -177,6 +183,9 @@ pub fn run(args: ReplayArgs, config: Option<&std::path::Path>) -> anyhow::Result
         None => super::load_host_config(config)?.journal.dir,
     };
     let h = history::one(&dir, &args.session)?;
+    if args.io {
+        return play_io(&h, args.speed);
+    }
     let replay = build(&h);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&replay)?);
@@ -219,6 +228,43 @@ pub fn run(args: ReplayArgs, config: Option<&std::path::Path>) -> anyhow::Result
             }
         }
         None => println!("\nno end in the journal: still running, or its supervisor died"),
+    }
+    Ok(0)
+}
+
+/// Plays back the recording of `run --record-io`, after checking it against
+/// the SHA-256 the journal holds for it.
+fn play_io(h: &SessionHistory, speed: f64) -> anyhow::Result<i32> {
+    use std::io::Write as _;
+    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
+    let rec = h
+        .other
+        .iter()
+        .find(|r| r.entry.kind == "io")
+        .ok_or_else(|| anyhow::anyhow!("session {} has no output recording (it ran without --record-io)", for_terminal(&h.session)))?;
+    let file = rec.entry.data["file"].as_str().unwrap_or_default();
+    let want = rec.entry.data["sha256"].as_str().unwrap_or_default();
+    let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("reading the recording {file}: {e}"))?;
+    let got: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    anyhow::ensure!(got == want, "the recording {file} was altered: its SHA-256 is {got}, the journal recorded {want}");
+    let mut last_ms = 0.0;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let chunk: crate::session::io::Chunk = serde_json::from_slice(line)?;
+        let pause = ((chunk.at_ms - last_ms) / speed).clamp(0.0, 2000.0);
+        last_ms = chunk.at_ms;
+        std::thread::sleep(std::time::Duration::from_secs_f64(pause / 1000.0));
+        let text = crate::session::io::playback_text(&chunk.data);
+        if chunk.stream == "stderr" {
+            err.write_all(text.as_bytes())?;
+            err.flush()?;
+        } else {
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(0)
 }

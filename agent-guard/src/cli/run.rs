@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// summary. Root and operators only
     #[arg(long)]
     pub observe: bool,
+    /// Record the agent's stdout and stderr with their timing (secret values
+    /// the profile sets are redacted in the recording); `replay --io` plays it back
+    #[arg(long)]
+    pub record_io: bool,
     /// The command to run and its arguments
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -100,6 +104,7 @@ pub struct Inputs {
     pub summary: Option<std::fs::File>,
     pub env: Vec<(OsString, OsString)>,
     pub observe: bool,
+    pub record_io: bool,
 }
 
 pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
@@ -134,6 +139,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         summary: create(&args.summary_json, "summary")?,
         env: std::env::vars_os().collect(),
         observe: args.observe,
+        record_io: args.record_io,
     };
     execute(&host, inputs)
 }
@@ -166,6 +172,7 @@ pub fn execute(host: &crate::profile::HostConfig, inputs: Inputs) -> anyhow::Res
         env: inputs.env,
         owner_uid: inputs.owner_uid,
         observe: inputs.observe,
+        record_io: inputs.record_io,
         journal: Some(journal),
         state_dir: host.state_dir.clone(),
         journald_socket: Some(host.journald_socket.clone()),
@@ -211,6 +218,7 @@ fn via_daemon(stream: std::os::unix::net::UnixStream, socket: &Path, args: RunAr
         events_json: args.events_json.is_some(),
         summary_json: args.summary_json.is_some(),
         observe: args.observe,
+        record_io: args.record_io,
         argv,
         // Only what can travel as JSON text; the profile picks what it passes.
         env: std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect(),
@@ -264,6 +272,7 @@ pub fn supervise(config: Option<&Path>) -> anyhow::Result<i32> {
             summary,
             env: spec.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
             observe: spec.observe,
+            record_io: spec.record_io,
         };
         execute(&host, inputs)
     })();

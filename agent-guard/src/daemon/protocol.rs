@@ -78,6 +78,9 @@ pub struct RunSpec {
     /// `--observe`: recorded, not confined; root and operators only.
     #[serde(default)]
     pub observe: bool,
+    /// `--record-io`: the supervisor records the agent's output.
+    #[serde(default)]
+    pub record_io: bool,
     /// The command and its arguments.
     pub argv: Vec<String>,
     /// The client's environment, from which the profile's `[env] pass` takes values.

@@ -22,6 +22,7 @@ pub use self::{
     net::{Destination, PortRange},
     schema::{OnDeviation, OnLimit},
     units::{ByteSize, HumanDuration},
+    validate::looks_secret,
 };
 
 /// Directory of the profiles shipped in this repository, searched last.

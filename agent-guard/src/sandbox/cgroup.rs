@@ -182,12 +182,20 @@ fn kill_with_cgroup_kill(dir: &Path, kill_file: &Path, mut reap: impl FnMut()) -
     let populated = |f: &mut fs::File| -> Result<bool, CgroupError> {
         use std::io::{Read, Seek};
         let mut text = String::new();
-        f.rewind().and_then(|_| f.read_to_string(&mut text)).map_err(|source| CgroupError::Read { path: dir.join("cgroup.events"), source })?;
-        Ok(text.lines().any(|l| l.trim() == "populated 1"))
+        match f.rewind().and_then(|_| f.read_to_string(&mut text)) {
+            Ok(_) => Ok(text.lines().any(|l| l.trim() == "populated 1")),
+            // The session's supervisor removed the emptied cgroup meanwhile.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) || e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(CgroupError::Read { path: dir.join("cgroup.events"), source }),
+        }
     };
     let started = Instant::now();
     let mut last_kill = started;
-    write_file(kill_file, "1")?;
+    match write_file(kill_file, "1") {
+        // Gone already: nothing left to kill.
+        Err(CgroupError::Write { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) || source.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    }
     loop {
         reap();
         if !populated(&mut events)? {
@@ -198,6 +206,9 @@ fn kill_with_cgroup_kill(dir: &Path, kill_file: &Path, mut reap: impl FnMut()) -
         }
         // Belt and braces: should anything have escaped, kill again now and then.
         if last_kill.elapsed() > Duration::from_millis(500) {
+            if !kill_file.exists() {
+                return Ok(());
+            }
             write_file(kill_file, "1")?;
             last_kill = Instant::now();
         }

@@ -31,12 +31,13 @@ pub enum Stage {
     CloseFds = 11,
     Seccomp = 12,
     Exec = 13,
+    Stdio = 14,
 }
 
 impl Stage {
     pub fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        [JoinCgroup, Chdir, MountNamespace, Mask, NoNewPrivs, DropBounding, SetGroups, SetUid, ClearCaps, Landlock, CloseFds, Seccomp, Exec]
+        [JoinCgroup, Chdir, MountNamespace, Mask, NoNewPrivs, DropBounding, SetGroups, SetUid, ClearCaps, Landlock, CloseFds, Seccomp, Exec, Stdio]
             .into_iter()
             .find(|s| *s as u32 == v)
     }
@@ -56,6 +57,7 @@ impl Stage {
             Stage::CloseFds => "closing inherited file descriptors",
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Exec => "executing the command",
+            Stage::Stdio => "redirecting stdout and stderr for --record-io",
         }
     }
 }
@@ -94,6 +96,8 @@ pub struct ChildPlan {
     pub exe: CString,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+    /// `(stdout, stderr)` for the agent instead of ours (`--record-io`).
+    pub output: Option<(RawFd, RawFd)>,
 }
 
 /// Pointer arrays for `execve`, built before `fork`.
@@ -168,6 +172,10 @@ pub unsafe fn enter(plan: &ChildPlan, args: &ExecArgs, report: RawFd, old_mask: 
             check!(Stage::JoinCgroup, 0, libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1));
         }
         check!(Stage::Chdir, 0, libc::chdir(plan.workdir.as_ptr()));
+        if let Some((out, err)) = plan.output {
+            check!(Stage::Stdio, 1, libc::dup2(out, 1));
+            check!(Stage::Stdio, 2, libc::dup2(err, 2));
+        }
 
         if !plan.masks.mounts.is_empty() {
             check!(Stage::MountNamespace, 0, libc::unshare(libc::CLONE_NEWNS));

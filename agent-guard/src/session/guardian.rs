@@ -46,6 +46,21 @@ impl Guardian {
                     libc::_exit(0);
                 }
             }
+            // Hold nothing of the supervisor's but our pipe: not the agent's
+            // output pipes (`--record-io` waits for their end), not a daemon
+            // client's connection.
+            // SAFETY: moving our pipe to fd 3 and closing every fd above it; the
+            // OwnedFd is forgotten, fd 3 is wrapped again below.
+            let rx = unsafe {
+                let fd = libc::dup2(rx.as_raw_fd(), 3);
+                if fd != rx.as_raw_fd() {
+                    drop(rx);
+                } else {
+                    std::mem::forget(rx);
+                }
+                libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+                OwnedFd::from_raw_fd(3)
+            };
             watch(&rx, cgroup, leftovers, monitored);
             // SAFETY: ending the guardian without running the supervisor's destructors.
             unsafe { libc::_exit(0) }

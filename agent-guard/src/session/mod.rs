@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 pub mod guardian;
+pub mod io;
 pub mod registry;
 pub mod summary;
 
@@ -90,6 +91,8 @@ pub struct RunRequest {
     /// Record everything, confine nothing but the limits (for learning a
     /// profile): no landlock, every destination allowed, reads reported.
     pub observe: bool,
+    /// Record the agent's stdout and stderr (`--record-io`).
+    pub record_io: bool,
     /// The journal that records the session (start, events, alerts).
     pub journal: Option<Journal>,
     /// Where the lockdown switch lives.
@@ -299,7 +302,13 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63);
+    let capture = if req.record_io {
+        Some(io::Capture::new().map_err(|source| SessionError::Sys { what: "creating the --record-io pipes", source })?)
+    } else {
+        None
+    };
     let plan = ChildPlan {
+        output: capture.as_ref().and_then(io::Capture::child_fds),
         cgroup_procs: std::mem::take(&mut cgroup.procs),
         workdir,
         masks: deny_masks,
@@ -352,7 +361,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
             journal_err(e)
         })?;
     }
-    let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut(), journal);
+    let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut(), journal, capture);
     registry::Registry::new(&req.runtime_dir).remove(&session);
     let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
         // Orphans re-parented to us (we are their subreaper) are dead now; collect
@@ -402,6 +411,7 @@ fn supervise(
     session: &str,
     monitor: Option<&mut Monitor>,
     journal: Option<Journal>,
+    capture: Option<io::Capture>,
 ) -> Result<Outcome, SessionError> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -425,7 +435,7 @@ fn supervise(
         // SAFETY: editing a local, initialised sigset.
         unsafe { libc::sigdelset(&mut child_mask, sig) };
     }
-    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &child_mask }, monitor, journal);
+    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &child_mask }, monitor, journal, capture);
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result
@@ -487,6 +497,7 @@ fn supervise_blocked(
     masks: SignalMasks<'_>,
     mut monitor: Option<&mut Monitor>,
     journal: Option<Journal>,
+    capture: Option<io::Capture>,
 ) -> Result<Outcome, SessionError> {
     let SignalMasks { handled: set, old } = masks;
     let mut fds = [0; 2];
@@ -516,6 +527,8 @@ fn supervise_blocked(
         unsafe { child::enter(plan, &args, write_end.as_raw_fd(), old) }
     }
     drop(write_end);
+    // The agent's output is read (and passed on) from now on; the agent holds the only write ends.
+    let io_thread = capture.map(|c| c.start(req.state_dir.join("io").join(format!("{session}.jsonl")), secrets_of(&req.policy), started));
     let mut report = Vec::new();
     let _ = fs::File::from(read_end).read_to_end(&mut report);
     if let Some(err) = child::decode_report(&report, plan) {
@@ -740,6 +753,14 @@ fn supervise_blocked(
         });
         events_lost = m.counters().map_or(0, |c| c[Counter::EventsLost as usize]) + sink.dropped();
     }
+    // Every writer of the agent's output is gone with the session: the copy ends.
+    if let Some(t) = io_thread {
+        match t.join() {
+            Ok(Ok(rec)) => sink.send(move |r| r.entry("io", serde_json::to_value(&rec).unwrap_or_default())),
+            Ok(Err(e)) => say!("agent-guard: {who}: recording the agent's output failed: {e}"),
+            Err(_) => say!("agent-guard: {who}: recording the agent's output failed"),
+        }
+    }
     sink.send(move |r| {
         r.health("end", health, events_lost)?;
         r.finish(events_lost)
@@ -833,6 +854,12 @@ impl Recorder {
     }
 
     /// An alert for the operator, journaled at once.
+    /// A record of `kind` about the session, committed durably.
+    fn entry(&mut self, kind: &str, data: serde_json::Value) -> Result<(), SessionError> {
+        self.pending.push(Entry { kind: kind.to_owned(), session: Some(self.session.clone()), data });
+        self.commit_with(true)
+    }
+
     fn alert(&mut self, data: serde_json::Value) -> Result<(), SessionError> {
         if let Some(socket) = &self.journald {
             crate::journal::journald::send_alert(socket, &self.session, &data);
@@ -987,6 +1014,18 @@ impl Background {
 }
 
 /// Kills the whole session and returns the first process's wait status.
+/// The values of the profile's `[env] set` entries whose names look
+/// secret: what `--record-io` redacts.
+fn secrets_of(policy: &Policy) -> Vec<(String, Vec<u8>)> {
+    policy
+        .env
+        .set
+        .iter()
+        .filter(|(name, value)| crate::profile::looks_secret(name) && !value.is_empty())
+        .map(|(name, value)| (name.clone(), value.clone().into_bytes()))
+        .collect()
+}
+
 /// How often a session with a baseline has its counters checked.
 const COUNTER_CHECK: Duration = Duration::from_millis(500);
 

@@ -361,7 +361,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
             journal_err(e)
         })?;
     }
-    let result = supervise(&req, &plan, &cgroup, &session, monitor.as_mut(), journal, capture);
+    let result = supervise(&req, &plan, &cgroup, &session, Recording { monitor: monitor.as_mut(), journal, capture });
     registry::Registry::new(&req.runtime_dir).remove(&session);
     let cleanup = cgroup.kill_all(reap_any).and_then(|()| {
         // Orphans re-parented to us (we are their subreaper) are dead now; collect
@@ -409,9 +409,7 @@ fn supervise(
     plan: &ChildPlan,
     cgroup: &SessionCgroup,
     session: &str,
-    monitor: Option<&mut Monitor>,
-    journal: Option<Journal>,
-    capture: Option<io::Capture>,
+    recording: Recording<'_>,
 ) -> Result<Outcome, SessionError> {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -435,10 +433,18 @@ fn supervise(
         // SAFETY: editing a local, initialised sigset.
         unsafe { libc::sigdelset(&mut child_mask, sig) };
     }
-    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &child_mask }, monitor, journal, capture);
+    let result = supervise_blocked(req, plan, cgroup, session, SignalMasks { handled: &set, old: &child_mask }, recording);
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result
+}
+
+/// What watches and records the session: its monitor registration, the
+/// journal, and the output capture of `--record-io`.
+struct Recording<'m> {
+    monitor: Option<&'m mut Monitor>,
+    journal: Option<Journal>,
+    capture: Option<io::Capture>,
 }
 
 /// The signals the supervisor handles (blocked) and the mask it found.
@@ -495,11 +501,10 @@ fn supervise_blocked(
     cgroup: &SessionCgroup,
     session: &str,
     masks: SignalMasks<'_>,
-    mut monitor: Option<&mut Monitor>,
-    journal: Option<Journal>,
-    capture: Option<io::Capture>,
+    recording: Recording<'_>,
 ) -> Result<Outcome, SessionError> {
     let SignalMasks { handled: set, old } = masks;
+    let Recording { mut monitor, journal, capture } = recording;
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

@@ -24,6 +24,10 @@ use aya_ebpf::{
     maps::{lpm_trie::LpmTrie, HashMap},
 };
 
+/// `bpf_ringbuf_submit`/`output` flags.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
 /// Kernel struct field offsets (`OFF_*`); set by user space before load.
 #[unsafe(no_mangle)]
 static KERNEL_OFFSETS: [u64; agent_guard_common::session::KERNEL_OFFSETS] = [0; agent_guard_common::session::KERNEL_OFFSETS];
@@ -191,10 +195,16 @@ impl Session {
         }
     }
 
-    /// Sends `event` to user space, or counts it lost when the buffer is
-    /// full (or the session has no buffer).
+    /// Sends `event` to user space without waking it (it collects events
+    /// every few milliseconds), or counts it lost when the buffer is full
+    /// (or the session has no buffer).
     #[inline(always)]
     pub fn emit<T: 'static>(&self, event: T) {
+        self.emit_with(event, BPF_RB_NO_WAKEUP)
+    }
+
+    #[inline(always)]
+    fn emit_with<T: 'static>(&self, event: T, flags: u64) {
         let ring = self.ring();
         if !ring.is_null() {
             // SAFETY: reserving in a ring buffer map; the size is a constant.
@@ -203,7 +213,7 @@ impl Session {
                 // SAFETY: the reservation is at least size_of::<T>() bytes, 8-byte aligned, ours until submitted.
                 unsafe {
                     slot.write(event);
-                    bpf_ringbuf_submit(slot as *mut c_void, 0);
+                    bpf_ringbuf_submit(slot as *mut c_void, flags);
                 }
                 return;
             }
@@ -217,7 +227,7 @@ impl Session {
     pub fn emit_ref<T: 'static>(&self, event: &T) {
         let ring = self.ring();
         // SAFETY: copying size_of::<T>() bytes of a valid reference into the ring buffer.
-        if ring.is_null() || unsafe { bpf_ringbuf_output(ring, event as *const T as *mut c_void, core::mem::size_of::<T>() as u64, 0) } != 0 {
+        if ring.is_null() || unsafe { bpf_ringbuf_output(ring, event as *const T as *mut c_void, core::mem::size_of::<T>() as u64, BPF_RB_NO_WAKEUP) } != 0 {
             self.add(Counter::EventsLost, 1);
         }
     }
@@ -239,13 +249,14 @@ impl Session {
             return false;
         }
         if value - step <= limit {
-            self.emit(LimitEvent {
+            // User space must act now: wake it.
+            self.emit_with(LimitEvent {
                 header: self.header(agent_guard_common::event::EventKind::Limit as u32),
                 counter: counter as u32,
                 action,
                 value,
                 limit,
-            });
+            }, BPF_RB_FORCE_WAKEUP);
         }
         if action == ON_LIMIT_KILL {
             // SAFETY: a 4-byte aligned u32 in the map value; a plain store suffices.

@@ -625,14 +625,22 @@ fn supervise_blocked(
             Some(_) => Some(deadline.map_or(next_counter_check, |d| d.min(next_counter_check))),
             None => deadline,
         };
+        // Ordinary events do not wake us (the kernel side submits them
+        // without a wakeup, limits excepted): collect them this often.
+        let deadline = match monitor {
+            Some(_) => {
+                let next_drain = now + EVENT_POLL;
+                Some(deadline.map_or(next_drain, |d| d.min(next_drain)))
+            }
+            None => deadline,
+        };
         // While frozen, look for an operator's resume a few times a second.
         let deadline = match frozen_until {
             Some(_) => Some(deadline.map_or(now + Duration::from_millis(200), |d| d.min(now + Duration::from_millis(200)))),
             None => deadline,
         };
         match wait(&sfd, monitor.as_ref().map(|m| m.events_fd()), deadline)? {
-            Wake::Timeout => {}
-            Wake::Events => {
+            Wake::Timeout | Wake::Events => {
                 let Some(m) = monitor.as_deref_mut() else { continue };
                 let batch = m.drain();
                 // Act on limits first: the journal's fsync must not delay a kill.
@@ -939,6 +947,11 @@ struct Background {
 
 type Job = Box<dyn FnOnce(&mut Recorder) -> Result<(), SessionError> + Send>;
 
+/// Events reach the journal in appends at most this often (alerts and the
+/// session's end at once): event-heavy sessions append a few times a
+/// second rather than once per exec.
+const GROUP_COMMIT: Duration = Duration::from_millis(50);
+
 impl Background {
     fn start(mut recorder: Recorder) -> Background {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -951,16 +964,35 @@ impl Background {
                 Err(e)
             };
             // Run every job waiting, then write them to the journal together: one
-            // append per burst, however many small batches the drain loop sent.
+            // append per burst, however many small batches the drain loop sent,
+            // and at most one per GROUP_COMMIT (each append rewrites the
+            // journal's head file). Alerts and the end commit durably at once,
+            // inside their jobs.
+            let mut last_commit = Instant::now().checked_sub(GROUP_COMMIT).unwrap_or_else(Instant::now);
             while let Ok(job) = rx.recv() {
                 if let Err(e) = job(&mut recorder) {
                     return fail(e);
                 }
-                while let Ok(job) = rx.try_recv() {
-                    if let Err(e) = job(&mut recorder) {
-                        return fail(e);
+                loop {
+                    while let Ok(job) = rx.try_recv() {
+                        if let Err(e) = job(&mut recorder) {
+                            return fail(e);
+                        }
+                    }
+                    let wait = GROUP_COMMIT.saturating_sub(last_commit.elapsed());
+                    if wait.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(wait) {
+                        Ok(job) => {
+                            if let Err(e) = job(&mut recorder) {
+                                return fail(e);
+                            }
+                        }
+                        Err(_) => break,
                     }
                 }
+                last_commit = Instant::now();
                 if let Err(e) = recorder.commit() {
                     return fail(e);
                 }
@@ -1030,6 +1062,12 @@ fn secrets_of(policy: &Policy) -> Vec<(String, Vec<u8>)> {
         .map(|(name, value)| (name.clone(), value.clone().into_bytes()))
         .collect()
 }
+
+/// How often the supervisor collects events from the ring buffer: event
+/// submissions do not wake it, so that an event-heavy agent does not pay a
+/// context switch per exec; limit events do (the kernel side forces the
+/// wakeup), and a full ring buffer loses events counted, never silently.
+const EVENT_POLL: Duration = Duration::from_millis(10);
 
 /// How often a session with a baseline has its counters checked.
 const COUNTER_CHECK: Duration = Duration::from_millis(500);

@@ -97,11 +97,7 @@ fn send(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
 /// session. A host where it cannot load still gets the kill switch; each
 /// `run` then refuses what it cannot enforce and says why.
 fn load_monitor() {
-    let subtree = crate::sandbox::cgroup::CgroupRoots::discover(Path::new("/proc/self/mountinfo"))
-        .ok()
-        .and_then(|r| r.v2)
-        .map(|v2| v2.join(crate::sandbox::cgroup::SUBTREE));
-    let Some(subtree) = subtree else {
+    let Some(subtree) = crate::monitor::shared::sessions_subtree() else {
         eprintln!("agent-guard daemon: warning: no cgroup v2 mount: the monitor is not loaded");
         return;
     };

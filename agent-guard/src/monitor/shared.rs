@@ -390,7 +390,12 @@ fn retire_idle_versions(root: &Path, current: &Path) {
             continue;
         }
         let idle = match Shared::open(&path) {
-            Ok(old) => old.sessions().is_empty(),
+            Ok(mut old) => {
+                if let Some(subtree) = sessions_subtree() {
+                    old.sweep(&subtree);
+                }
+                old.sessions().is_empty()
+            }
             Err(_) => true,
         };
         if idle {
@@ -418,8 +423,17 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
     let _lock = PinLock::take(&root)?;
     let mut removed = Vec::new();
     let mut kept = Vec::new();
+    let subtree = sessions_subtree();
     for (dir, _) in instances() {
-        let live = Shared::open(&dir).map(|s| s.sessions().len()).unwrap_or(0);
+        let live = Shared::open(&dir)
+            .map(|mut s| {
+                // Entries of sessions whose cgroup is gone (supervisor and guardian both killed) do not count.
+                if let Some(t) = &subtree {
+                    s.sweep(t);
+                }
+                s.sessions().len()
+            })
+            .unwrap_or(0);
         if live > 0 && !force {
             kept.push((dir, live));
             continue;
@@ -428,6 +442,12 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
         removed.push(dir);
     }
     Ok(Unloaded { removed, kept })
+}
+
+/// The cgroup v2 directory that holds every session, on this host.
+pub fn sessions_subtree() -> Option<PathBuf> {
+    let roots = crate::sandbox::cgroup::CgroupRoots::discover(Path::new("/proc/self/mountinfo")).ok()?;
+    Some(roots.v2?.join(crate::sandbox::cgroup::SUBTREE))
 }
 
 /// Reads the counters of the session `cgroup` from whichever pinned

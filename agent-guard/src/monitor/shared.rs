@@ -166,9 +166,16 @@ impl Shared {
         let root = ensure_bpffs()?;
         let lock = PinLock::take(&root)?;
         let dir = root.join(version());
+        let subtree_id = fs::metadata(subtree).map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?.ino();
         if dir.join("SESSIONS").exists() {
-            let shared = Shared::open(&dir)?;
-            return Ok((shared, Loaded::Reused, lock));
+            if attached_to(&dir) == Some(subtree_id) {
+                let shared = Shared::open(&dir)?;
+                return Ok((shared, Loaded::Reused, lock));
+            }
+            // Its cgroup hooks hang on a sessions cgroup that was removed (and
+            // so served no session any more) and recreated since: the new one
+            // has none. Start over rather than leave sessions unenforced.
+            tracing::debug!("the instance in {} is attached to a removed cgroup; reloading", dir.display());
         }
         let started = std::time::Instant::now();
         // A partial instance (a loader that died half-way): start over.
@@ -349,6 +356,12 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
         pin_link(link, format!("link_{tracepoint}"))?;
     }
+    // Which cgroup the hooks hang on (its inode), to notice its being recreated.
+    let mut attached: Array<MapData, u64> = Array::create(1, 0).map_err(map_err("ATTACHED_TO"))?;
+    let subtree_id = cgroup.metadata().map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?.ino();
+    attached.set(0, subtree_id, 0).map_err(map_err("ATTACHED_TO"))?;
+    let path = dir.join("ATTACHED_TO");
+    attached.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
     let slots: Array<MapData, RingSlot> = Array::create(MAX_SESSIONS, 0).map_err(map_err("RING_SLOTS"))?;
     let path = dir.join("RING_SLOTS");
     slots.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
@@ -358,6 +371,13 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         map.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
     }
     Ok(())
+}
+
+/// The inode of the cgroup the instance in `dir` is attached to.
+fn attached_to(dir: &Path) -> Option<u64> {
+    let data = MapData::from_pin(dir.join("ATTACHED_TO")).ok()?;
+    let map: Array<MapData, u64> = Array::try_from(Map::Array(data)).ok()?;
+    map.get(&0, 0).ok()
 }
 
 /// Every pinned instance: (version directory, whether it is this binary's).

@@ -120,21 +120,25 @@ pub fn ps(args: PsArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&sessions)?);
         return Ok(0);
     }
-    println!("{:16}  {:20}  {:16}  {:>5}  {:>8}  {:8}  {:>8}  {:>6}  {:>8}", "SESSION", "ROLE", "AGENT", "UID", "PID", "STATE", "AGE", "EXECS", "CONNECTS");
+    println!("{:16}  {:20}  {:16}  {:>5}  {:>8}  {:12}  {:>8}  {:>6}  {:>8}", "SESSION", "ROLE", "AGENT", "UID", "PID", "STATE", "AGE", "EXECS", "CONNECTS");
     for r in &sessions {
         let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
         println!(
-            "{:16}  {:20}  {:16}  {:>5}  {:>8}  {:8}  {:>7}s  {:>6}  {:>8}",
+            "{:16}  {:20}  {:16}  {:>5}  {:>8}  {:12}  {:>7}s  {:>6}  {:>8}",
             r.session,
             crate::escape::for_terminal(&r.role),
             r.agent.as_deref().map(crate::escape::for_terminal).unwrap_or_else(|| "-".into()),
             r.uid,
             r.main_pid,
-            r.state,
+            // An observed session is not confined: say so where operators look.
+            if r.observe { format!("{}!OBS", r.state) } else { r.state.clone() },
             r.age_ms / 1000,
             n(r.counters.as_ref().map(|c| c.execs)),
             n(r.counters.as_ref().map(|c| c.connects)),
         );
+    }
+    if sessions.iter().any(|r| r.observe) {
+        println!("!OBS: started with --observe: recorded, not confined (limits only)");
     }
     Ok(0)
 }

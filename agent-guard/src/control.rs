@@ -79,7 +79,7 @@ pub struct SessionView {
     pub supervisor_pid: u32,
     /// Started with `--observe`: recorded, not confined (limits only).
     pub observe: bool,
-    /// `running`, `frozen` or `ending`.
+    /// `running`, `frozen`, `ending`, or `orphaned` (its supervisor is gone).
     pub state: String,
     pub age_ms: u64,
     /// `null` when the session's monitor is not pinned.
@@ -100,9 +100,17 @@ fn journal(host: &HostConfig, caller: Caller, action: &str, session: Option<&str
     Ok(())
 }
 
-fn state(cgroup: &Path) -> &'static str {
+fn state(cgroup: &Path, supervisor_pid: u32) -> &'static str {
+    // The supervisor's process, still running agent-guard (not a reused pid;
+    // "agent-guard (deleted)" after an upgrade replaced the file).
+    let supervised = std::fs::read_link(format!("/proc/{supervisor_pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-guard")));
     if !cgroup.exists() {
         "ending"
+    } else if !supervised {
+        // Its supervisor and guardian are both gone (killed by hand): the
+        // kernel side still counts and limits it, nothing else watches it.
+        "orphaned"
     } else if std::fs::read_to_string(cgroup.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1") {
         "frozen"
     } else {
@@ -129,7 +137,7 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
                 bytes_out: c[Counter::BytesOut as usize],
             });
             SessionView {
-                state: state(&r.cgroup).to_owned(),
+                state: state(&r.cgroup, r.supervisor_pid).to_owned(),
                 age_ms: now.saturating_sub(r.started_ms),
                 session: r.session,
                 role: r.role,
@@ -144,10 +152,20 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
         .collect())
 }
 
-/// Kills one session and waits until its processes are gone.
+/// Kills one session and waits until its processes are gone. An orphaned
+/// session (no supervisor left to do it) is also cleaned up here: its
+/// cgroup, its registry record, its entries in the monitor's maps.
 fn end(registry: &Registry, record: &SessionRecord, ending: &Ending) -> Result<(), ControlError> {
     registry.mark_ending(&record.session, ending)?;
-    Ok(crate::sandbox::cgroup::kill_cgroup(&record.cgroup, || {})?)
+    crate::sandbox::cgroup::kill_cgroup(&record.cgroup, || {})?;
+    if state(&record.cgroup, record.supervisor_pid) == "orphaned" {
+        let _ = std::fs::remove_dir(&record.cgroup);
+        registry.remove(&record.session);
+        if let Some(id) = record.cgroup_id {
+            crate::monitor::shared::forget_everywhere(id);
+        }
+    }
+    Ok(())
 }
 
 /// Ends the selected sessions `caller` may control; returns their ids.

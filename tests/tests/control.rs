@@ -179,3 +179,55 @@ fn agents_and_unprivileged_users_cannot_reach_the_kill_switch() {
     assert_eq!(out.status.code(), Some(125), "{}{}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
 }
+
+/// The agent-guard processes (supervisor and guardian) of `case`'s sessions.
+fn supervisors_of(case: &Case) -> Vec<i32> {
+    let profile = case.profile.to_str().expect("utf-8").to_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("agent-guard"))
+                && String::from_utf8_lossy(&cmdline).contains(&profile)
+        })
+        .collect()
+}
+
+#[test]
+fn an_orphaned_session_is_shown_so_and_kill_cleans_it_up() {
+    let case = Case::new("orphan", &forking_profile(""));
+    let mut client = start_forker(&case, &[]);
+    let s = wait_for_sessions(&case, 1);
+    let id = s[0]["session"].as_str().expect("id").to_owned();
+    let cgroup_id = case.wait_cgroup_id();
+    // Supervisor and guardian both SIGKILLed: nothing of agent-guard watches the session.
+    let pids = supervisors_of(&case);
+    assert!(pids.len() >= 2, "supervisor and guardian: {pids:?}");
+    // Stopped first, so that the guardian cannot see the supervisor die and clean up.
+    for sig in [libc::SIGSTOP, libc::SIGKILL] {
+        for pid in &pids {
+            // SAFETY: kill(2) on processes of this test's session.
+            unsafe { libc::kill(*pid, sig) };
+        }
+    }
+    let _ = client.wait();
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = sessions(&case)[0]["state"].as_str().unwrap_or("").to_owned();
+        if state == "orphaned" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(state, "orphaned");
+    // `kill` ends it and cleans up what its supervisor would have.
+    let out = case.ag(&["kill", "--session", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(sessions(&case).is_empty(), "the registry forgot it");
+    let status: serde_json::Value = serde_json::from_slice(&case.ag(&["monitor", "status", "--json"]).stdout).expect("status");
+    let monitored: Vec<u64> = status.as_array().expect("array").iter().flat_map(|i| i["sessions"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_u64()).collect();
+    assert!(!monitored.contains(&cgroup_id), "the monitor forgot it");
+    assert!(stdout(&out).contains(&id));
+}

@@ -464,6 +464,16 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
     Ok(Unloaded { removed, kept })
 }
 
+/// Forgets the session `cgroup` in every pinned instance (for whoever
+/// cleans up after a supervisor that could not).
+pub fn forget_everywhere(cgroup: u64) {
+    for (dir, _) in instances() {
+        if let Ok(mut shared) = Shared::open(&dir) {
+            shared.forget(cgroup);
+        }
+    }
+}
+
 /// The cgroup v2 directory that holds every session, on this host.
 pub fn sessions_subtree() -> Option<PathBuf> {
     let roots = crate::sandbox::cgroup::CgroupRoots::discover(Path::new("/proc/self/mountinfo")).ok()?;

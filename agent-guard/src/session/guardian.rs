@@ -118,11 +118,7 @@ fn watch(rx: &OwnedFd, cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf],
             let _ = std::fs::remove_file(path);
         }
         if let Some(id) = monitored {
-            for (dir, _) in crate::monitor::shared::instances() {
-                if let Ok(mut shared) = crate::monitor::shared::Shared::open(&dir) {
-                    shared.forget(id);
-                }
-            }
+            crate::monitor::shared::forget_everywhere(id);
         }
     }
 }

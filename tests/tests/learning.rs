@@ -147,22 +147,23 @@ fn a_suggested_profile_runs_the_same_work_and_refuses_more() {
 fn record_io_passes_output_through_records_it_redacted_and_replays_it() {
     let case = Case::new(
         "recorded",
-        &base_profile("\n[env]\nset = { API_TOKEN = \"tok-5ecret-value\" }\n")
+        &base_profile("\n[env]\nset = { API_TOKEN = \"tok-5ecret-value\", DB_URL = \"postgres://agent:pw@db/x\", MODE = \"on\" }\n")
             .replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/sh\", \"/usr/bin/dash\", \"/usr/bin/sleep\"]"),
     );
-    let script = "echo first; sleep 0.3; echo \"token $API_TOKEN\"; printf '\\033[2Jcleared\\n'; echo warn >&2";
+    let script = "echo first; sleep 0.3; echo \"token $API_TOKEN\"; echo \"db $DB_URL mode $MODE\"; printf '\\033[2Jcleared\\n'; echo warn >&2";
     let out = case.run_with(&["--quiet", "--record-io", "--summary-json", &summary_path(&case, "s.json")], &["/bin/sh", "-c", script]);
     assert_eq!(out.status.code(), Some(0));
     // Passed through unchanged (it is the agent's own output to its own terminal).
-    assert_eq!(stdout(&out), "first\ntoken tok-5ecret-value\n\x1b[2Jcleared\n");
+    assert_eq!(stdout(&out), "first\ntoken tok-5ecret-value\ndb postgres://agent:pw@db/x mode on\n\x1b[2Jcleared\n");
     assert_eq!(stderr(&out), "warn\n");
     let id = summary_of(&case, "s.json")["session"].as_str().expect("id").to_owned();
     let started = std::time::Instant::now();
     let played = case.ag(&["replay", &id, "--io"]);
     let took = started.elapsed();
     assert_eq!(played.status.code(), Some(0), "{}", stderr(&played));
-    // Redacted, escaped for the terminal, in order, with the pause kept.
-    assert_eq!(stdout(&played), "first\ntoken [REDACTED:API_TOKEN]\n\\e[2Jcleared\n");
+    // Redacted (whatever the variable's name; not a two-byte value), escaped
+    // for the terminal, in order, with the pause kept.
+    assert_eq!(stdout(&played), "first\ntoken [REDACTED:API_TOKEN]\ndb [REDACTED:DB_URL] mode on\n\\e[2Jcleared\n");
     assert_eq!(stderr(&played), "warn\n");
     assert!(took >= std::time::Duration::from_millis(250), "the 0.3 s pause was played back ({took:?})");
     // The recording on disk holds no secret, and editing it is detected.
@@ -173,7 +174,7 @@ fn record_io_passes_output_through_records_it_redacted_and_replays_it() {
         .and_then(|r| r["data"]["file"].as_str().map(str::to_owned))
         .expect("io record");
     let text = std::fs::read_to_string(&file).expect("recording");
-    assert!(!text.contains("tok-5ecret-value"), "{text}");
+    assert!(!text.contains("tok-5ecret-value") && !text.contains("agent:pw"), "{text}");
     std::fs::write(&file, text.replace("first", "forged")).expect("tamper");
     let played = case.ag(&["replay", &id, "--io"]);
     assert_eq!(played.status.code(), Some(125));

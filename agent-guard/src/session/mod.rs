@@ -1051,14 +1051,24 @@ impl Background {
 }
 
 /// Kills the whole session and returns the first process's wait status.
-/// The values of the profile's `[env] set` entries whose names look
-/// secret: what `--record-io` redacts.
+/// Variables a profile sets that hold no secret; every other `[env] set`
+/// value of four bytes or more is redacted by `--record-io` (a name need
+/// not look secret to hold one: `OPENAI_KEY`, `DB_URL`).
+const ORDINARY_VARIABLES: [&str; 14] =
+    ["PATH", "HOME", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ", "USER", "LOGNAME", "SHELL", "EDITOR", "PAGER", "PWD", "GIT_TERMINAL_PROMPT"];
+
+/// What `--record-io` redacts: (name, value) of the profile's `[env] set`
+/// entries but ordinary variables, `LC_*` and values under four bytes
+/// (which would redact every "1" in the output).
 fn secrets_of(policy: &Policy) -> Vec<(String, Vec<u8>)> {
     policy
         .env
         .set
         .iter()
-        .filter(|(name, value)| crate::profile::looks_secret(name) && !value.is_empty())
+        .filter(|(name, value)| {
+            crate::profile::looks_secret(name) || (!ORDINARY_VARIABLES.contains(&name.as_str()) && !name.starts_with("LC_") && value.len() >= 4)
+        })
+        .filter(|(_, value)| !value.is_empty())
         .map(|(name, value)| (name.clone(), value.clone().into_bytes()))
         .collect()
 }

@@ -339,6 +339,21 @@ fn unprivileged_users_run_granted_roles_as_themselves() {
     // The journal records the client as the session's owner.
     let start = case.journal_records().into_iter().find(|r| r["kind"] == "session_start").expect("session_start");
     assert_eq!(start["data"]["uid"], 65534, "{start}");
+    let mine = start["session"].as_str().expect("id").to_owned();
+    // A session of root's beside it; `events` through the daemon shows the
+    // user its own session's records only, root both.
+    let theirs = case.run_with(&["--quiet", "--summary-json", summary_s], &[probe, "uid"]);
+    assert_eq!(theirs.status.code(), Some(0), "{}", stderr(&theirs));
+    let root_session = case.journal_records().into_iter().rev().find(|r| r["kind"] == "session_start").expect("start")["session"].as_str().expect("id").to_owned();
+    assert_ne!(root_session, mine);
+    let sessions_in = |out: &std::process::Output| -> std::collections::BTreeSet<String> {
+        stdout(out).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|r| r["session"].as_str().map(str::to_owned)).collect()
+    };
+    let out = as_nobody(&case, "", &["events", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sessions_in(&out), [mine.clone()].into_iter().collect(), "{}", stdout(&out));
+    let out = case.ag(&["events", "--json"]);
+    assert!(sessions_in(&out).contains(&root_session) && sessions_in(&out).contains(&mine));
     // A role not granted, and a profile file, are refused; nothing runs.
     let out = as_nobody(&case, "", &["run", "--role", "coding-agent", "--workdir", work_s, "--", probe, "uid"]);
     assert_eq!(out.status.code(), Some(125));

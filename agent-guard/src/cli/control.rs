@@ -65,7 +65,7 @@ pub fn authorize() -> anyhow::Result<u32> {
 }
 
 /// Refuses a caller that runs inside an agent session.
-fn refuse_in_session() -> anyhow::Result<()> {
+pub(crate) fn refuse_in_session() -> anyhow::Result<()> {
     if control::in_session(std::process::id()) {
         bail!("refused: a process inside an agent session may not control sessions");
     }
@@ -111,6 +111,7 @@ fn act(config: Option<&Path>, op: Op) -> anyhow::Result<Reply> {
         Op::Lockdown { reason } => Reply::LockedDown { killed: control::lockdown(&host, caller, reason.as_deref())? },
         Op::Unlock { reason } => Reply::Unlocked { was_locked: control::unlock(&host, caller, reason.as_deref())? },
         Op::Run { .. } => bail!("`run` goes through `agent-guard run`"),
+        Op::Events { .. } => bail!("`events` goes through `agent-guard events`"),
     })
 }
 

@@ -4,8 +4,6 @@
 //! escapes agent-controlled strings.
 
 use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader, Seek, SeekFrom},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -31,33 +29,12 @@ pub struct EventsArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// Prints records that pass the filters; learns each session's role from its start.
-struct Printer<'a> {
-    args: &'a EventsArgs,
-    roles: HashMap<String, String>,
-}
-
-impl Printer<'_> {
-    fn record(&mut self, r: &Record) {
-        if r.entry.kind == "session_start" {
-            if let (Some(s), Some(role)) = (&r.entry.session, r.entry.data["role"].as_str()) {
-                self.roles.insert(s.clone(), role.to_owned());
-            }
-        }
-        let session = r.entry.session.as_deref();
-        if self.args.session.as_deref().is_some_and(|want| session != Some(want)) {
-            return;
-        }
-        let role = session.and_then(|s| self.roles.get(s)).map(String::as_str);
-        if self.args.role.as_deref().is_some_and(|want| role != Some(want)) {
-            return;
-        }
-        if self.args.json {
-            println!("{}", serde_json::to_string(r).unwrap_or_default());
-            return;
-        }
-        let what = describe(r);
-        println!("{:>8}  {}  {:16}  {}", r.seq, utc(r.time_ms), session.unwrap_or("-"), what);
+/// Prints one record as `--json` or a line for people.
+fn print(r: &Record, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).unwrap_or_default());
+    } else {
+        println!("{:>8}  {}  {:16}  {}", r.seq, utc(r.time_ms), r.entry.session.as_deref().unwrap_or("-"), describe(r));
     }
 }
 
@@ -124,43 +101,31 @@ fn list(v: &serde_json::Value) -> String {
     v.as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
 
-/// Reads complete lines from `path` starting at `offset`; returns the new offset.
-fn read_from(path: &Path, offset: u64, printer: &mut Printer<'_>) -> std::io::Result<u64> {
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut reader = BufReader::new(f);
-    let mut pos = offset;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            return Ok(pos); // a line still being written is read next time
-        }
-        pos += n as u64;
-        if let Ok(r) = serde_json::from_slice::<Record>(&line) {
-            printer.record(&r);
+pub fn run(args: EventsArgs, config: Option<&Path>) -> anyhow::Result<i32> {
+    // Through the daemon when one listens (users see their own sessions).
+    if args.dir.is_none() {
+        super::control::refuse_in_session()?;
+        let socket = super::control::socket_path(config);
+        if let Some(stream) = crate::daemon::client::connect(&socket) {
+            let op = crate::daemon::protocol::Op::Events { follow: args.follow, session: args.session.clone(), role: args.role.clone() };
+            crate::daemon::client::stream_events(stream, &socket, op, |r| print(&r, args.json))?;
+            return Ok(0);
         }
     }
-}
-
-pub fn run(args: EventsArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     super::control::authorize()?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => super::load_host_config(config)?.journal.dir,
     };
-    let mut printer = Printer { args: &args, roles: HashMap::new() };
-    let mut at: (u64, u64) = (0, 0); // (file number, offset)
+    let mut filter = journal::tail::Filter::new(args.session.clone(), args.role.clone(), None);
+    let mut tail = journal::tail::Tail::new(&dir);
     loop {
-        for (n, path) in journal::files(&dir)? {
-            if n < at.0 {
-                continue;
+        tail.read_new(|r| {
+            if filter.pass(&r) {
+                print(&r, args.json);
             }
-            let start = if n == at.0 { at.1 } else { 0 };
-            let end = read_from(&path, start, &mut printer)?;
-            at = (n, end);
-        }
+            true
+        })?;
         if !args.follow {
             return Ok(0);
         }

@@ -152,3 +152,28 @@ pub fn forward_signals_to_self(connection: &UnixStream) -> std::io::Result<()> {
 pub fn send_exit(connection: &UnixStream, status: i32) {
     let _ = send_message(connection, &RunMessage::Exit { status });
 }
+
+/// Sends an `events` request and hands each record to `each` until the
+/// daemon says it is done (or, when following, until interrupted).
+pub fn stream_events(mut stream: UnixStream, socket: &Path, op: Op, mut each: impl FnMut(crate::journal::Record)) -> Result<(), ClientError> {
+    let io = |source| ClientError::Io { path: socket.display().to_string(), source };
+    let mut line = serde_json::to_vec(&Request { v: VERSION, id: 1, op }).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let _ = stream.set_read_timeout(None);
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(io)?;
+        let response: Response = serde_json::from_str(&line).map_err(|e| ClientError::Garbled(e.to_string()))?;
+        match (response.result, response.error) {
+            (Some(Reply::Record { record }), _) => {
+                if let Ok(r) = serde_json::from_value(record) {
+                    each(r);
+                }
+            }
+            (Some(Reply::Done {}), _) => return Ok(()),
+            (_, Some(e)) => return Err(ClientError::Daemon { code: e.code, message: e.message }),
+            _ => return Err(ClientError::Garbled(line)),
+        }
+    }
+    Ok(())
+}

@@ -76,8 +76,9 @@ fn answer(host: &HostConfig, caller: Caller, req: Request) -> Response {
         Op::Resume { session, reason } => control::set_frozen(host, caller, &session, false, reason.as_deref()).map(|()| Reply::Done {}),
         Op::Lockdown { reason } => control::lockdown(host, caller, reason.as_deref()).map(|killed| Reply::LockedDown { killed }),
         Op::Unlock { reason } => control::unlock(host, caller, reason.as_deref()).map(|was_locked| Reply::Unlocked { was_locked }),
-        // Served by `launch_session`, which needs the connection itself.
+        // Served by `launch_session` and `stream_events`, which need the connection itself.
         Op::Run { .. } => Err(ControlError::Refused("`run` must be the only request on its connection".to_owned())),
+        Op::Events { .. } => Err(ControlError::Refused("`events` must be the last request on its connection".to_owned())),
     };
     match result {
         Ok(r) => Response::ok(id, r),
@@ -207,10 +208,55 @@ fn serve_requests(mut stream: UnixStream, served: &Served, peer: &Peer) {
             launch_session(stream, served, peer, req.id, spec.clone());
             return;
         }
+        if let (Op::Events { follow, session, role }, VERSION) = (&req.op, req.v) {
+            let owner = (!peer.caller.operator).then_some(peer.caller.uid);
+            let filter = crate::journal::tail::Filter::new(session.clone(), role.clone(), owner);
+            stream_events(stream, &served.host, req.id, *follow, filter);
+            return;
+        }
         first = false;
         if send(&mut stream, &answer(&served.host, peer.caller, req)).is_err() {
             return;
         }
+    }
+}
+
+/// Serves an `events` request: the journal's records that pass `filter`,
+/// then `done`, or with `follow` new ones as they come, until the client
+/// goes away.
+fn stream_events(mut stream: UnixStream, host: &HostConfig, id: u64, follow: bool, mut filter: crate::journal::tail::Filter) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let mut tail = crate::journal::tail::Tail::new(&host.journal.dir);
+    loop {
+        let mut alive = true;
+        let read = tail.read_new(|r| {
+            if !filter.pass(&r) {
+                return true;
+            }
+            let record = serde_json::to_value(&r).unwrap_or_default();
+            alive = send(&mut stream, &Response::ok(id, Reply::Record { record })).is_ok();
+            alive
+        });
+        if let Err(e) = read {
+            let _ = send(&mut stream, &Response::err(id, "internal", e.to_string()));
+            return;
+        }
+        if !alive {
+            return;
+        }
+        if !follow {
+            let _ = send(&mut stream, &Response::ok(id, Reply::Done {}));
+            return;
+        }
+        // A client that went away is noticed at the next write; look now and then.
+        let mut probe = [0u8; 1];
+        let _ = stream.set_nonblocking(true);
+        let gone = matches!(std::io::Read::read(&mut stream, &mut probe), Ok(0));
+        let _ = stream.set_nonblocking(false);
+        if gone {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

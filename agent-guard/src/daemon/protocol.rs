@@ -46,6 +46,17 @@ pub enum Op {
     /// connection belongs to the session's supervisor and carries
     /// [`RunMessage`] lines.
     Run { spec: RunSpec },
+    /// Journal records as `record` replies, then `done`; with `follow`, new
+    /// records as they are appended until the client closes. Operators see
+    /// every record, other users those of the sessions they started.
+    Events {
+        #[serde(default)]
+        follow: bool,
+        #[serde(default)]
+        session: Option<String>,
+        #[serde(default)]
+        role: Option<String>,
+    },
 }
 
 /// What to run, as `agent-guard run` was asked on the client's side.
@@ -131,6 +142,8 @@ pub enum Reply {
     Unlocked { was_locked: bool },
     /// Send this many file descriptors now (see `Op::Run`).
     SendFds { count: usize },
+    /// One journal record (see `Op::Events`).
+    Record { record: serde_json::Value },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

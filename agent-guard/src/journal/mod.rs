@@ -13,6 +13,7 @@
 //! crash is kept, and marked by a `torn_tail` record at the next append.
 
 pub mod journald;
+pub mod tail;
 pub mod verify;
 
 use std::{

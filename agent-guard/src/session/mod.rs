@@ -565,6 +565,7 @@ fn supervise_blocked(
     let baseline = live_baseline(req, session);
     let mut checker = baseline.as_ref().map(|b| crate::baseline::Checker::new(b, &req.policy.baseline, Some(req.policy.workdir.display().to_string())));
     let mut next_counter_check = Instant::now();
+    let mut poll_every = EVENT_POLL;
     let mut ended_by = EndedBy::Exit;
     let who = format!(
         "session {session} (role {}{})",
@@ -629,7 +630,7 @@ fn supervise_blocked(
         // without a wakeup, limits excepted): collect them this often.
         let deadline = match monitor {
             Some(_) => {
-                let next_drain = now + EVENT_POLL;
+                let next_drain = now + poll_every;
                 Some(deadline.map_or(next_drain, |d| d.min(next_drain)))
             }
             None => deadline,
@@ -643,6 +644,8 @@ fn supervise_blocked(
             Wake::Timeout | Wake::Events => {
                 let Some(m) = monitor.as_deref_mut() else { continue };
                 let batch = m.drain();
+                // Idle sessions are looked at less and less often, busy ones every EVENT_POLL.
+                poll_every = if batch.is_empty() { (poll_every * 2).min(EVENT_POLL_IDLE) } else { EVENT_POLL };
                 // Act on limits first: the journal's fsync must not delay a kill.
                 let mut end_now = None;
                 let mut alerts = Vec::new();
@@ -1078,6 +1081,11 @@ fn secrets_of(policy: &Policy) -> Vec<(String, Vec<u8>)> {
 /// context switch per exec; limit events do (the kernel side forces the
 /// wakeup), and a full ring buffer loses events counted, never silently.
 const EVENT_POLL: Duration = Duration::from_millis(10);
+
+/// The longest wait between two collections, reached by doubling while a
+/// session makes no events (a thousand idle sessions should not cost a
+/// core); 100 ms of the fastest flood fits the ring buffer.
+const EVENT_POLL_IDLE: Duration = Duration::from_millis(100);
 
 /// How often a session with a baseline has its counters checked.
 const COUNTER_CHECK: Duration = Duration::from_millis(500);

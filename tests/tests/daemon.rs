@@ -354,6 +354,11 @@ fn unprivileged_users_run_granted_roles_as_themselves() {
     assert_eq!(sessions_in(&out), [mine.clone()].into_iter().collect(), "{}", stdout(&out));
     let out = case.ag(&["events", "--json"]);
     assert!(sessions_in(&out).contains(&root_session) && sessions_in(&out).contains(&mine));
+    // Pointing the working directory where the user may not write itself is
+    // refused: the role writes in {workdir}, possibly as another user.
+    let out = as_nobody(&case, "", &["run", "--role", "granted", "--workdir", "/etc", "--", probe, "uid"]);
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    assert!(stderr(&out).contains("may not write in the working directory /etc"), "{}", stderr(&out));
     // A role not granted, and a profile file, are refused; nothing runs.
     let out = as_nobody(&case, "", &["run", "--role", "coding-agent", "--workdir", work_s, "--", probe, "uid"]);
     assert_eq!(out.status.code(), Some(125));

@@ -92,9 +92,10 @@ pub struct Inputs {
     pub workdir: PathBuf,
     /// The uid that started the session.
     pub owner_uid: u32,
-    /// Run the agent as this (uid, gid) when the profile names no `run_as`
-    /// user: a non-root client's agent never runs as root.
-    pub run_as_owner: Option<(u32, u32)>,
+    /// A non-root client of the daemon: its agent runs as it when the
+    /// profile names no `run_as` user (never as root), and it must itself
+    /// have the rights on the working directory the profile grants there.
+    pub client: Option<crate::daemon::launch::Owner>,
     pub argv: Vec<OsString>,
     pub agent: Option<String>,
     pub best_effort: bool,
@@ -129,7 +130,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         profile: profile_path(args.role.as_deref(), args.profile.as_deref())?,
         workdir: workdir(args.workdir.as_deref())?,
         owner_uid: nix::unistd::getuid().as_raw(),
-        run_as_owner: None,
+        client: None,
         argv: args.command,
         agent: args.agent,
         best_effort: args.best_effort,
@@ -144,11 +145,47 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
     execute(&host, inputs)
 }
 
+/// A non-root client names the working directory, and `{workdir}` in the
+/// profile grants rights there, possibly to an agent running as another
+/// user (`run_as`): the client must have those rights itself, or a role
+/// running as root would let it write wherever it points `--workdir`.
+fn client_may_use_workdir(client: &crate::daemon::launch::Owner, policy: &crate::profile::Policy) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = &policy.workdir;
+    let meta = std::fs::metadata(dir).with_context(|| format!("working directory {}", dir.display()))?;
+    let mode = meta.mode();
+    let bits = if meta.uid() == client.uid {
+        mode >> 6
+    } else if meta.gid() == client.gid || client.groups.contains(&meta.gid()) {
+        mode >> 3
+    } else {
+        mode
+    } & 0o7;
+    let writes_there = policy.filesystem.write.iter().any(|w| w.starts_with(dir));
+    let reads_there = policy.filesystem.read.iter().chain(&policy.filesystem.exec).any(|r| r.starts_with(dir) || dir.starts_with(r));
+    anyhow::ensure!(
+        bits & 0o5 == 0o5 || !reads_there,
+        "uid {} may not read the working directory {} itself, and the role would let its agent read there",
+        client.uid,
+        dir.display()
+    );
+    anyhow::ensure!(
+        bits & 0o2 != 0 || !writes_there,
+        "uid {} may not write in the working directory {} itself, and the role would let its agent write there",
+        client.uid,
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Runs one session to its end; returns the status to exit with.
 pub fn execute(host: &crate::profile::HostConfig, inputs: Inputs) -> anyhow::Result<i32> {
     let ctx = Context { workdir: inputs.workdir.clone(), caller_uid: inputs.owner_uid };
     let mut policy = profile::load(&inputs.profile, &ctx, host)?;
-    if let (None, Some((uid, gid))) = (&policy.run_as, inputs.run_as_owner) {
+    if let Some(client) = &inputs.client {
+        client_may_use_workdir(client, &policy)?;
+    }
+    if let (None, Some((uid, gid))) = (&policy.run_as, inputs.client.as_ref().map(|c| (c.uid, c.gid))) {
         let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map_or_else(|| uid.to_string(), |u| u.name);
         let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok().flatten().map_or_else(|| gid.to_string(), |g| g.name);
         policy.run_as = Some(profile::RunAs { user, uid, group, gid });
@@ -262,7 +299,7 @@ pub fn supervise(config: Option<&Path>) -> anyhow::Result<i32> {
             profile: profile_path(spec.role.as_deref(), spec.profile.as_deref())?,
             workdir: workdir(Some(&spec.workdir))?,
             owner_uid: owner.uid,
-            run_as_owner: (owner.uid != 0).then_some((owner.uid, owner.gid)),
+            client: (owner.uid != 0).then(|| owner.clone()),
             argv: spec.argv.iter().map(OsString::from).collect(),
             agent: spec.agent.clone(),
             best_effort: spec.best_effort,

@@ -26,6 +26,11 @@ const SECRET_MARKERS: &[&str] = &[
 ];
 
 /// Whether an environment variable name looks like it carries a secret.
+/// Variables that make the dynamic loader or a shell run code they name.
+pub fn hands_over_code(name: &str) -> bool {
+    name.starts_with("LD_") || matches!(name, "BASH_ENV" | "ENV" | "GCONV_PATH" | "LOCPATH" | "HOSTALIASES" | "NLSPATH")
+}
+
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SECRET_MARKERS.iter().any(|m| upper.contains(m))
@@ -135,6 +140,11 @@ pub(super) fn resolve(
         let n = name.get_ref();
         if !valid_env_name(n) {
             ck.error(name.span(), format!("`{n}` is not an environment variable name"));
+        } else if hands_over_code(n) {
+            ck.error(
+                name.span(),
+                format!("`{n}` would let whoever starts the session choose code the agent loads (through the daemon: any granted user); set a fixed value with `set` instead"),
+            );
         } else if looks_secret(n) {
             ck.error(
                 name.span(),

@@ -221,3 +221,14 @@ fn shipped_profiles_are_valid() {
     }
     assert!(n >= 4, "at least four roles ship");
 }
+
+#[test]
+fn loader_and_shell_startup_variables_cannot_be_passed() {
+    let text = format!("{MINIMAL}[env]\npass = [\"PATH\", \"LD_PRELOAD\", \"LD_LIBRARY_PATH\", \"BASH_ENV\"]\nset = {{ LD_LIBRARY_PATH = \"/opt/lib\" }}\n");
+    let errs = parse("r", &text).unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(errs[0].contains(":5:17: `LD_PRELOAD` would let whoever starts the session choose code"), "{errs:?}");
+    // A fixed value set by the profile is the profile's choice.
+    let ok = format!("{MINIMAL}[env]\npass = [\"PATH\"]\nset = {{ LD_LIBRARY_PATH = \"/opt/lib\" }}\n");
+    assert!(parse("r", &ok).is_ok());
+}

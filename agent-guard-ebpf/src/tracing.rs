@@ -200,7 +200,9 @@ pub fn tp_process_exec(_ctx: TracePointContext) -> u32 {
 /// (path at arg 1, argv at arg 2): reports the attempt.
 #[inline(always)]
 fn exec_event(ctx: &TracePointContext, path_arg: usize) {
-    let Some(s) = in_session() else { return };
+    if in_session().is_none() {
+        return;
+    }
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
@@ -413,16 +415,18 @@ pub fn tp_exit_destructive(ctx: TracePointContext) -> u32 {
 fn is_regular_file(fd: u64) -> bool {
     const S_IFMT: u16 = 0o170000;
     const S_IFREG: u16 = 0o100000;
-    // SAFETY: every dereference is a bpf_probe_read_kernel, which fails cleanly on a bad address.
+    // SAFETY: the task pointer is a BTF pointer: the verifier checks each
+    // load against the kernel's types and turns it into a faulting-safe load
+    // (no helper call); the rest goes through bpf_probe_read_kernel.
     unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        let Ok(files) = bpf_probe_read_kernel(task.wrapping_add(offset(OFF_TASK_FILES)) as *const *const u8) else { return false };
-        let Ok(fdt) = bpf_probe_read_kernel(files.wrapping_add(offset(OFF_FILES_FDT)) as *const *const u8) else { return false };
-        let Ok(max) = bpf_probe_read_kernel(fdt.wrapping_add(offset(OFF_FDTABLE_MAX_FDS)) as *const u32) else { return false };
+        let task = aya_ebpf::helpers::gen::bpf_get_current_task_btf() as *const u8;
+        let files = core::ptr::read_volatile(task.wrapping_add(offset(OFF_TASK_FILES)) as *const *const u8);
+        let fdt = core::ptr::read_volatile(files.wrapping_add(offset(OFF_FILES_FDT)) as *const *const u8);
+        let max = core::ptr::read_volatile(fdt.wrapping_add(offset(OFF_FDTABLE_MAX_FDS)) as *const u32);
         if fd >= u64::from(max) {
             return false;
         }
-        let Ok(array) = bpf_probe_read_kernel(fdt.wrapping_add(offset(OFF_FDTABLE_FD)) as *const *const *const u8) else { return false };
+        let array = core::ptr::read_volatile(fdt.wrapping_add(offset(OFF_FDTABLE_FD)) as *const u64) as *const *const u8;
         let Ok(file) = bpf_probe_read_kernel(array.wrapping_add(fd as usize)) else { return false };
         if file.is_null() {
             return false;

@@ -359,6 +359,10 @@ fn unprivileged_users_run_granted_roles_as_themselves() {
     let out = as_nobody(&case, "", &["run", "--role", "granted", "--workdir", "/etc", "--", probe, "uid"]);
     assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
     assert!(stderr(&out).contains("may not write in the working directory /etc"), "{}", stderr(&out));
+    // --observe lifts the confinement: not for a user, even with the role granted.
+    let out = as_nobody(&case, "", &["run", "--observe", "--role", "granted", "--workdir", work_s, "--", probe, "uid"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("root and the operator group only"), "{}", stderr(&out));
     // A role not granted, and a profile file, are refused; nothing runs.
     let out = as_nobody(&case, "", &["run", "--role", "coding-agent", "--workdir", work_s, "--", probe, "uid"]);
     assert_eq!(out.status.code(), Some(125));

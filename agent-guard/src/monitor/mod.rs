@@ -42,6 +42,8 @@ pub enum MonitorError {
     Pin { path: std::path::PathBuf, #[source] source: std::io::Error },
     #[error("eBPF link of {name}: {source}")]
     Link { name: &'static str, #[source] source: aya::programs::links::LinkError },
+    #[error("the eBPF monitor loaded but failed its self-test: {0}")]
+    SelfTest(String),
     #[error("all {0} ring buffer slots are in use: too many sessions at once")]
     NoRingSlot(u32),
     #[error("the session with cgroup id {0} is no longer in the kernel's session map")]

@@ -187,7 +187,14 @@ impl Shared {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
-        let shared = Shared::open(&dir)?;
+        let mut shared = Shared::open(&dir)?;
+        // Loaded is not enforcing: try a forbidden send from a probe session
+        // and refuse the instance unless the kernel refused it and counted it.
+        if let Err(e) = shared.self_test(subtree) {
+            drop(shared);
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         retire_idle_versions(&root, &dir);
         Ok((shared, Loaded::Now(started.elapsed()), lock))
     }
@@ -241,6 +248,78 @@ impl Shared {
         self.rings.set(slot, &ring, 0).map_err(map_err("RINGS"))?;
         self.slots.set(slot, RingSlot { owner: cgroup, bytes, _pad: 0 }, 0).map_err(map_err("RING_SLOTS"))?;
         Ok((slot, ring))
+    }
+
+    /// Registers a probe session in a cgroup of its own, with no allowed
+    /// destination, forks a child into it that sends a UDP datagram to
+    /// 127.0.0.1:9, and checks that the send was refused (EPERM) and
+    /// counted. Call with the pin lock held.
+    fn self_test(&mut self, subtree: &Path) -> Result<(), MonitorError> {
+        use agent_guard_common::session::{Counter, ON_LIMIT_KILL};
+        let dir = subtree.join(format!("selftest-{}", std::process::id()));
+        let failed = |why: String| MonitorError::SelfTest(why);
+        fs::create_dir(&dir).map_err(|source| MonitorError::Cgroup { path: dir.display().to_string(), source })?;
+        let result = (|| {
+            let id = fs::metadata(&dir).map_err(|source| MonitorError::Cgroup { path: dir.display().to_string(), source })?.ino();
+            let state = SessionState {
+                counters: [0; COUNTERS],
+                limits: [u64::MAX; COUNTERS],
+                seq: 0,
+                on_limit: ON_LIMIT_KILL,
+                ended: 0,
+                bind: PortRanges::EMPTY,
+                ring: 0,
+                flags: 0,
+                _pad: 0,
+            };
+            let _ring = self.register(id, state, 4096, &super::rules::Rules::default())?;
+            let procs = std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
+                .map_err(|_| failed("the probe cgroup's path holds a NUL".to_owned()))?;
+            // SAFETY: the child makes only async-signal-safe system calls on
+            // data prepared before the fork, then _exits.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(failed(format!("fork: {}", std::io::Error::last_os_error())));
+            }
+            if pid == 0 {
+                // SAFETY: as above; the exit code reports what happened (0 refused, 1 sent, 2 set-up failed).
+                unsafe {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        libc::_exit(2);
+                    }
+                    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                    if s < 0 {
+                        libc::_exit(2);
+                    }
+                    let mut addr: libc::sockaddr_in = std::mem::zeroed();
+                    addr.sin_family = libc::AF_INET as libc::sa_family_t;
+                    addr.sin_port = 9u16.to_be();
+                    addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+                    let r = libc::sendto(s, b"x".as_ptr().cast(), 1, 0, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32);
+                    let refused = r < 0 && *libc::__errno_location() == libc::EPERM;
+                    libc::_exit(if refused { 0 } else { 1 });
+                }
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+            let counters = self.counters(id).unwrap_or([0; COUNTERS]);
+            self.forget(id);
+            match code {
+                0 if counters[Counter::Connects as usize] == 1 && counters[Counter::ConnectsDenied as usize] == 1 => Ok(()),
+                0 => Err(failed(format!(
+                    "the send was refused but not counted (connects {}, denied {})",
+                    counters[Counter::Connects as usize],
+                    counters[Counter::ConnectsDenied as usize]
+                ))),
+                1 => Err(failed("a probe session sent a datagram its rules forbid: the cgroup hooks do not act on the sessions' cgroup".to_owned())),
+                _ => Err(failed(format!("the probe could not be set up (exit status {status:#x})"))),
+            }
+        })();
+        let _ = fs::remove_dir(&dir);
+        result
     }
 
     /// The session's state as it stands now (counters exact).

@@ -186,6 +186,14 @@ const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 +
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
 unsafe impl aya::Pod for SessionState {}
 
+impl SessionState {
+    /// A session about to start: counters at zero, nothing sent yet, its
+    /// ring slot assigned when it registers.
+    pub const fn new(limits: [u64; COUNTERS], on_limit: u32, bind: PortRanges, flags: u32) -> SessionState {
+        SessionState { counters: [0; COUNTERS], limits, seq: 0, on_limit, ended: 0, bind, ring: 0, flags, _pad: 0 }
+    }
+}
+
 /// Most sessions at once (entries of `SESSIONS`, slots of `RINGS`).
 pub const MAX_SESSIONS: u32 = 4096;
 

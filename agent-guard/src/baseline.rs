@@ -104,8 +104,14 @@ pub struct Baseline {
 }
 
 /// Directories whose files are the system's code and data: reads beneath
-/// them are one class each, whatever the file.
-const SYSTEM_TREES: [&str; 6] = ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/opt"];
+/// them are one class each (and one read rule in a learned profile),
+/// whatever the file.
+pub const SYSTEM_TREES: [&str; 6] = ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/opt"];
+
+/// Whether `path` is `dir` or beneath it (component-wise: `/usrx` is not under `/usr`).
+pub fn under(path: &str, dir: &str) -> bool {
+    path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
 
 /// The class of a path for baselines and learned profiles: `{workdir}` for
 /// anything in the session's working directory (relative paths included,
@@ -115,15 +121,11 @@ pub fn path_class(path: &str, workdir: Option<&str>) -> String {
     if !path.starts_with('/') {
         return "{workdir}".to_owned();
     }
-    if let Some(w) = workdir {
-        if path == w || path.strip_prefix(w).is_some_and(|rest| rest.starts_with('/')) {
-            return "{workdir}".to_owned();
-        }
+    if workdir.is_some_and(|w| under(path, w)) {
+        return "{workdir}".to_owned();
     }
-    for tree in SYSTEM_TREES {
-        if path == tree || path.strip_prefix(tree).is_some_and(|rest| rest.starts_with('/')) {
-            return tree.to_owned();
-        }
+    if let Some(tree) = SYSTEM_TREES.iter().find(|t| under(path, t)) {
+        return (*tree).to_owned();
     }
     if let Some(rest) = path.strip_prefix("/proc/") {
         let first = rest.split('/').next().unwrap_or_default();
@@ -367,17 +369,15 @@ impl<'a> Checker<'a> {
     pub fn event(&mut self, d: &Value) -> Vec<Deviation> {
         match d["type"].as_str() {
             // A failed exec (a shell searching PATH) runs nothing.
-            Some("exec") if d["errno"].as_i64().unwrap_or(0) != 0 => Vec::new(),
-            Some("exec") => self.exec(d["pid"].as_u64().unwrap_or(0) as u32, d["ppid"].as_u64().unwrap_or(0) as u32, d["path"].as_str().unwrap_or_default()),
-            Some("connect") => {
-                let c = crate::history::Connect {
-                    addr: d["addr"].as_str().unwrap_or_default().to_owned(),
-                    port: d["port"].as_u64().unwrap_or(0),
-                    protocol: d["protocol"].as_str().unwrap_or_default().to_owned(),
-                    allowed: d["allowed"].as_bool().unwrap_or(false),
-                };
-                self.connect(&c.destination()).into_iter().collect()
+            Some("exec") => {
+                let e = crate::history::Exec::from_event(d);
+                if e.errno == 0 {
+                    self.exec(e.pid, e.ppid, &e.path)
+                } else {
+                    Vec::new()
+                }
             }
+            Some("connect") => self.connect(&crate::history::Connect::from_event(d).destination()).into_iter().collect(),
             Some("file_open_read") => self.read(d["path"].as_str().unwrap_or_default()).into_iter().collect(),
             Some("file_open_write") => self.write(d["path"].as_str().unwrap_or_default()).into_iter().collect(),
             _ => Vec::new(),

@@ -121,12 +121,14 @@ fn state(cgroup: &Path, supervisor_pid: u32) -> &'static str {
 /// The sessions `caller` may see.
 pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, ControlError> {
     let now = registry::now_ms();
+    // Opened once for all the sessions listed, whichever instance serves each.
+    let monitors = crate::monitor::shared::open_all();
     Ok(Registry::new(&host.runtime_dir)
         .list()?
         .into_iter()
         .filter(|r| may_act(caller, r))
         .map(|r| {
-            let counters = r.cgroup_id.and_then(crate::monitor::shared::pinned_counters).map(|c| LiveCounters {
+            let counters = r.cgroup_id.and_then(|id| monitors.iter().find_map(|m| m.counters(id))).map(|c| LiveCounters {
                 processes: c[Counter::Processes as usize],
                 processes_alive: c[Counter::ProcessesAlive as usize],
                 execs: c[Counter::Execs as usize],

@@ -54,11 +54,41 @@ pub struct Connect {
     pub allowed: bool,
 }
 
+impl Exec {
+    /// From the data of an `exec` event record.
+    pub fn from_event(d: &Value) -> Exec {
+        Exec {
+            seq: d["seq"].as_u64().unwrap_or(0),
+            ktime_ns: d["ktime_ns"].as_u64().unwrap_or(0),
+            pid: d["pid"].as_u64().unwrap_or(0) as u32,
+            ppid: d["ppid"].as_u64().unwrap_or(0) as u32,
+            path: d["path"].as_str().unwrap_or_default().to_owned(),
+            argv: d["argv"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+            errno: d["errno"].as_i64().unwrap_or(0),
+        }
+    }
+}
+
 impl Connect {
+    /// From the data of a `connect` event record.
+    pub fn from_event(d: &Value) -> Connect {
+        Connect {
+            addr: d["addr"].as_str().unwrap_or_default().to_owned(),
+            port: d["port"].as_u64().unwrap_or(0),
+            protocol: d["protocol"].as_str().unwrap_or_default().to_owned(),
+            allowed: d["allowed"].as_bool().unwrap_or(false),
+        }
+    }
+
+    /// `ADDR:PORT`, IPv6 in brackets (as a profile's `connect` writes it).
+    pub fn addr_port(&self) -> String {
+        let addr = if self.addr.contains(':') { format!("[{}]", self.addr) } else { self.addr.clone() };
+        format!("{addr}:{}", self.port)
+    }
+
     /// `ADDR:PORT/PROTOCOL`, IPv6 in brackets.
     pub fn destination(&self) -> String {
-        let addr = if self.addr.contains(':') { format!("[{}]", self.addr) } else { self.addr.clone() };
-        format!("{addr}:{}/{}", self.port, self.protocol)
+        format!("{}/{}", self.addr_port(), self.protocol)
     }
 }
 
@@ -95,31 +125,13 @@ impl SessionHistory {
     }
 
     pub fn execs(&self) -> Vec<Exec> {
-        let mut out: Vec<Exec> = self
-            .events_of("exec")
-            .map(|d| Exec {
-                seq: d["seq"].as_u64().unwrap_or(0),
-                ktime_ns: d["ktime_ns"].as_u64().unwrap_or(0),
-                pid: d["pid"].as_u64().unwrap_or(0) as u32,
-                ppid: d["ppid"].as_u64().unwrap_or(0) as u32,
-                path: d["path"].as_str().unwrap_or_default().to_owned(),
-                argv: d["argv"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
-                errno: d["errno"].as_i64().unwrap_or(0),
-            })
-            .collect();
+        let mut out: Vec<Exec> = self.events_of("exec").map(Exec::from_event).collect();
         out.sort_by_key(|e| e.seq);
         out
     }
 
     pub fn connects(&self) -> Vec<Connect> {
-        self.events_of("connect")
-            .map(|d| Connect {
-                addr: d["addr"].as_str().unwrap_or_default().to_owned(),
-                port: d["port"].as_u64().unwrap_or(0),
-                protocol: d["protocol"].as_str().unwrap_or_default().to_owned(),
-                allowed: d["allowed"].as_bool().unwrap_or(false),
-            })
-            .collect()
+        self.events_of("connect").map(Connect::from_event).collect()
     }
 
     /// Paths of files opened for reading (sessions that record reads).

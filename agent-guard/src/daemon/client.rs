@@ -47,24 +47,7 @@ pub fn call(stream: &mut UnixStream, socket: &Path, op: Op) -> Result<Reply, Cli
 pub const FORWARDED: [libc::c_int; 7] =
     [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
 
-fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise and fill it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in signals {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Blocks `signals` in the calling thread (and the threads it spawns later).
-fn block(signals: &[libc::c_int]) {
-    let set = sigset(signals);
-    // SAFETY: changing this thread's signal mask with an initialised set.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-}
+use crate::session::{block, sigset};
 
 fn send_message(mut stream: &UnixStream, message: &RunMessage) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;

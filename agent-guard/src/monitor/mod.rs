@@ -101,20 +101,12 @@ impl Monitor {
         let ring_bytes = ring_bytes_override().unwrap_or(DEFAULT_RING_BYTES);
         let (mut shared, loaded, _lock) = shared::Shared::ensure(subtree)?;
         shared.sweep(subtree);
-        let mut state = SessionState {
-            counters: [0; COUNTERS],
-            limits: limits_array(policy),
-            seq: 0,
-            on_limit: match policy.limits.on_limit {
-                OnLimit::Kill => ON_LIMIT_KILL,
-                OnLimit::Freeze => ON_LIMIT_FREEZE,
-            },
-            ended: 0,
-            bind: rules.bind,
-            ring: 0,
-            flags: if record_reads { agent_guard_common::session::SESSION_RECORD_READS } else { 0 },
-            _pad: 0,
+        let on_limit = match policy.limits.on_limit {
+            OnLimit::Kill => ON_LIMIT_KILL,
+            OnLimit::Freeze => ON_LIMIT_FREEZE,
         };
+        let flags = if record_reads { agent_guard_common::session::SESSION_RECORD_READS } else { 0 };
+        let mut state = SessionState::new(limits_array(policy), on_limit, rules.bind, flags);
         // The session's first process was forked outside it: count it here.
         for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {
             state.counters[c as usize] = 1;

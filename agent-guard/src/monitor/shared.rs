@@ -261,17 +261,7 @@ impl Shared {
         fs::create_dir(&dir).map_err(|source| MonitorError::Cgroup { path: dir.display().to_string(), source })?;
         let result = (|| {
             let id = fs::metadata(&dir).map_err(|source| MonitorError::Cgroup { path: dir.display().to_string(), source })?.ino();
-            let state = SessionState {
-                counters: [0; COUNTERS],
-                limits: [u64::MAX; COUNTERS],
-                seq: 0,
-                on_limit: ON_LIMIT_KILL,
-                ended: 0,
-                bind: PortRanges::EMPTY,
-                ring: 0,
-                flags: 0,
-                _pad: 0,
-            };
+            let state = SessionState::new([u64::MAX; COUNTERS], ON_LIMIT_KILL, PortRanges::EMPTY, 0);
             let _ring = self.register(id, state, 4096, &super::rules::Rules::default())?;
             let procs = std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
                 .map_err(|_| failed("the probe cgroup's path holds a NUL".to_owned()))?;
@@ -546,21 +536,18 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
 /// Forgets the session `cgroup` in every pinned instance (for whoever
 /// cleans up after a supervisor that could not).
 pub fn forget_everywhere(cgroup: u64) {
-    for (dir, _) in instances() {
-        if let Ok(mut shared) = Shared::open(&dir) {
-            shared.forget(cgroup);
-        }
+    for mut shared in open_all() {
+        shared.forget(cgroup);
     }
+}
+
+/// Every pinned instance that opens.
+pub fn open_all() -> Vec<Shared> {
+    instances().into_iter().filter_map(|(dir, _)| Shared::open(&dir).ok()).collect()
 }
 
 /// The cgroup v2 directory that holds every session, on this host.
 pub fn sessions_subtree() -> Option<PathBuf> {
     let roots = crate::sandbox::cgroup::CgroupRoots::discover(Path::new("/proc/self/mountinfo")).ok()?;
     Some(roots.v2?.join(crate::sandbox::cgroup::SUBTREE))
-}
-
-/// Reads the counters of the session `cgroup` from whichever pinned
-/// instance serves it.
-pub fn pinned_counters(cgroup: u64) -> Option<[u64; COUNTERS]> {
-    instances().into_iter().find_map(|(dir, _)| Shared::open(&dir).ok()?.counters(cgroup))
 }

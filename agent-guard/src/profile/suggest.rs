@@ -12,20 +12,16 @@ use std::{
     path::Path,
 };
 
-use crate::history::SessionHistory;
-
-/// Trees read whole (the system's code and data).
-const SYSTEM_TREES: [&str; 6] = ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/opt"];
+use crate::{
+    baseline::{under, SYSTEM_TREES},
+    history::SessionHistory,
+};
 
 /// Device files a program opens in passing.
 const DEVICES: [&str; 5] = ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/tty"];
 
 /// Files read in one directory before the directory is suggested instead.
 const DIR_AFTER: usize = 3;
-
-fn under(path: &str, dir: &str) -> bool {
-    path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
-}
 
 /// `path` as the session saw it, absolute (relative paths are the working directory's).
 fn absolute(path: &str, workdir: Option<&str>) -> String {
@@ -195,8 +191,7 @@ pub fn suggest(name: &str, sessions: &[SessionHistory]) -> String {
     let mut connect: BTreeMap<String, usize> = BTreeMap::new();
     for h in sessions {
         for c in h.connects() {
-            let addr = if c.addr.contains(':') { format!("[{}]", c.addr) } else { c.addr.clone() };
-            *connect.entry(format!("{addr}:{}", c.port)).or_default() += 1;
+            *connect.entry(c.addr_port()).or_default() += 1;
         }
     }
     let _ = writeln!(out, "\n[network]\nconnect = [");

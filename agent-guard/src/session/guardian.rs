@@ -26,13 +26,7 @@ impl Guardian {
     /// to clean up (the session's registry records); `monitored` the
     /// session's cgroup id, to forget in the monitor's maps.
     pub fn spawn(cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf], monitored: Option<u64>) -> std::io::Result<Guardian> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: both fds were just created and are owned here only.
-        let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (rx, tx) = super::io::pipe()?;
         // SAFETY: fork of a single-threaded supervisor; the child runs `watch`, then exits.
         let pid = unsafe { libc::fork() };
         if pid < 0 {

@@ -394,6 +394,31 @@ pub const HANDLED: [libc::c_int; 9] = [
     libc::SIGALRM,
 ];
 
+/// A signal set holding `signals`.
+pub fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise and fill it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks `signals` in the calling thread (and the threads it spawns
+/// later); returns the mask it had.
+pub fn block(signals: &[libc::c_int]) -> libc::sigset_t {
+    let set = sigset(signals);
+    // SAFETY: sigset_t is plain data; pthread_sigmask fills `old` from this thread's mask.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
 fn reap_any() {
     loop {
         // SAFETY: waitpid with WNOHANG on any child; the status is not needed.
@@ -411,20 +436,11 @@ fn supervise(
     session: &str,
     recording: Recording<'_>,
 ) -> Result<Outcome, SessionError> {
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: initialising and filling a local sigset, then changing this thread's mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for sig in HANDLED {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        // Orphans of the agent are re-parented to us, so we can reap them.
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
+    let set = sigset(&HANDLED);
+    let old = block(&HANDLED);
+    // Orphans of the agent are re-parented to us, so we can reap them.
+    // SAFETY: a prctl that takes no pointers.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // The agent starts with the signals we forward unblocked, whatever our
     // caller blocked (a supervisor spawned by the daemon blocks them from
     // its first instruction): a forwarded signal must not wait forever.
@@ -505,13 +521,7 @@ fn supervise_blocked(
 ) -> Result<Outcome, SessionError> {
     let SignalMasks { handled: set, old } = masks;
     let Recording { mut monitor, journal, capture } = recording;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(last_err("creating the report pipe"));
-    }
-    // SAFETY: both fds were just created and are owned here only.
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read_end, write_end) = io::pipe().map_err(|source| SessionError::Sys { what: "creating the report pipe", source })?;
     // SAFETY: signalfd on the signals blocked above; the fd is ours.
     let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
     if sfd < 0 {
@@ -593,8 +603,7 @@ fn supervise_blocked(
             if now >= next_counter_check {
                 next_counter_check = now + COUNTER_CHECK;
                 if let Ok(values) = m.counters() {
-                    let named = Counter::ALL.iter().map(|k| (k.name().to_owned(), values[*k as usize])).collect();
-                    let found = c.counters(&named, started.elapsed().as_millis() as u64);
+                    let found = counter_deviations(c, &values, started.elapsed());
                     if let Some(why) = on_deviations(req, &who, cgroup, &sink, found, &mut frozen_until)? {
                         ended_by = why;
                         break end_session(cgroup, pid)?;
@@ -673,12 +682,7 @@ fn supervise_blocked(
                 }
                 let mut end_by = end_now.map(EndedBy::Limit);
                 if let Some(c) = checker.as_mut() {
-                    let mut found = Vec::new();
-                    for event in &batch {
-                        if let Ok(v) = serde_json::to_value(crate::monitor::record::EventRecord::from_event(session, event)) {
-                            found.extend(c.event(&v));
-                        }
-                    }
+                    let found = event_deviations(c, session, &batch);
                     let why = on_deviations(req, &who, cgroup, &sink, found, &mut frozen_until)?;
                     end_by = end_by.or(why);
                 }
@@ -748,15 +752,9 @@ fn supervise_blocked(
         }
         // The last events and the final counters (a burst may fit between two checks).
         if let Some(c) = checker.as_mut() {
-            let mut found = Vec::new();
-            for event in &rest {
-                if let Ok(v) = serde_json::to_value(crate::monitor::record::EventRecord::from_event(session, event)) {
-                    found.extend(c.event(&v));
-                }
-            }
+            let mut found = event_deviations(c, session, &rest);
             if let Ok(values) = m.counters() {
-                let named = Counter::ALL.iter().map(|k| (k.name().to_owned(), values[*k as usize])).collect();
-                found.extend(c.counters(&named, started.elapsed().as_millis() as u64));
+                found.extend(counter_deviations(c, &values, started.elapsed()));
             }
             // The session is over: report, nothing left to freeze or kill.
             report_deviations(req, &who, &sink, &found);
@@ -1106,6 +1104,22 @@ fn live_baseline(req: &RunRequest, session: &str) -> Option<crate::baseline::Bas
             None
         }
     }
+}
+
+/// What `events` of the session show that its baseline does not, checked
+/// on the records the journal gets (the offline check reads the same).
+fn event_deviations(c: &mut crate::baseline::Checker<'_>, session: &str, events: &[Event]) -> Vec<crate::baseline::Deviation> {
+    events
+        .iter()
+        .filter_map(|event| serde_json::to_value(crate::monitor::record::EventRecord::from_event(session, event)).ok())
+        .flat_map(|v| c.event(&v))
+        .collect()
+}
+
+/// What the counters `values` show `elapsed` into the session.
+fn counter_deviations(c: &mut crate::baseline::Checker<'_>, values: &[u64; COUNTERS], elapsed: Duration) -> Vec<crate::baseline::Deviation> {
+    let named = Counter::ALL.iter().map(|k| (k.name().to_owned(), values[*k as usize])).collect();
+    c.counters(&named, elapsed.as_millis() as u64)
 }
 
 /// Reports `found` deviations (stderr, journal, journald) and applies the

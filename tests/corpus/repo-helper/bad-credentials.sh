@@ -1,2 +1,0 @@
-. ./corpus/repo-helper/work.sh
-cat "$CREDS/credentials" > /dev/null

@@ -1,3 +1,0 @@
-. ./corpus/repo-helper/work.sh
-k=0
-while [ $k -lt 3000 ]; do echo "$k" >> out/burst.txt; k=$((k+1)); done

@@ -1,1 +1,0 @@
-. ./corpus/repo-helper/work.sh

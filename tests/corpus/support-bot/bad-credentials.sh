@@ -1,2 +1,0 @@
-. ./corpus/support-bot/work.sh
-cat "$CREDS/credentials" > /dev/null

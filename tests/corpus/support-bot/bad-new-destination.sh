@@ -1,2 +1,0 @@
-. ./corpus/support-bot/work.sh
-python3 -c "import socket,sys; socket.create_connection(('127.0.0.2', int(sys.argv[1])), timeout=5).close()" "$OTHER" || true

@@ -1,1 +1,0 @@
-. ./corpus/support-bot/work.sh

@@ -93,12 +93,16 @@ on_deviation = "{on_deviation}"
 /// The repository, tickets and corpus scripts the sessions work on.
 fn fixtures(case: &Case, role: &str) {
     let work = case.work();
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(role);
+    // The scripts, and the role's work they source.
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     std::fs::create_dir_all(work.join("corpus").join(role)).expect("mkdir");
     for entry in std::fs::read_dir(&corpus).expect("corpus") {
         let p = entry.expect("entry").path();
-        std::fs::copy(&p, work.join("corpus").join(role).join(p.file_name().expect("name"))).expect("copy");
+        if p.extension().is_some_and(|e| e == "sh") {
+            std::fs::copy(&p, work.join("corpus").join(p.file_name().expect("name"))).expect("copy");
+        }
     }
+    std::fs::copy(corpus.join(role).join("work.sh"), work.join("corpus").join(role).join("work.sh")).expect("copy");
     std::fs::create_dir_all(work.join("src")).expect("mkdir");
     for (i, name) in ["app", "models", "views", "utils", "config", "tests"].iter().enumerate() {
         let body: String = (0..(10 + 7 * i)).map(|l| format!("def f{l}():\n    return {l}\n")).collect();
@@ -114,11 +118,11 @@ fn fixtures(case: &Case, role: &str) {
     std::fs::write(creds.join("credentials"), "[default]\naws_access_key_id = AKIAEXAMPLE\n").expect("write");
 }
 
-/// Runs `script` of `role` with `seed`; returns the session id and status.
-fn session(case: &Case, role: &str, script: &str, seed: u32, api: u16, other: u16) -> (String, Option<i32>) {
+/// Runs `script` doing the work of role `work` with `seed`; returns the session id and status.
+fn session(case: &Case, work: &str, script: &str, seed: u32, api: u16, other: u16) -> (String, Option<i32>) {
     let summary = case.work().join("out").join(format!("summary-{script}-{seed}.json"));
     let out = case
-        .command(&["--quiet", "--summary-json", summary.to_str().expect("utf-8")], &["/bin/sh", &format!("corpus/{role}/{script}.sh"), &seed.to_string()])
+        .command(&["--quiet", "--summary-json", summary.to_str().expect("utf-8")], &["/bin/sh", &format!("corpus/{script}.sh"), &seed.to_string(), work])
         .env("API", api.to_string())
         .env("OTHER", other.to_string())
         .env("CREDS", case.dir.path().join("creds"))
@@ -212,22 +216,16 @@ fn on_deviation_kill_ends_the_session() {
     let role = "killer-bot";
     let case = Case::new(role, "[role]\nname = \"@NAME@\"\n");
     std::fs::write(&case.profile, profile(case.dir.path(), api, other, "kill").replace("@NAME@", role)).expect("profile");
-    fixtures(&case, "repo-helper");
-    // Its scripts are repo-helper's.
-    let corpus = case.work().join("corpus");
-    std::fs::rename(corpus.join("repo-helper"), corpus.join(role)).expect("rename");
-    for f in std::fs::read_dir(corpus.join(role)).expect("dir") {
-        let p = f.expect("entry").path();
-        let text = std::fs::read_to_string(&p).expect("read").replace("corpus/repo-helper", &format!("corpus/{role}"));
-        std::fs::write(&p, text).expect("write");
-    }
+    // Its work is repo-helper's.
+    let work = "repo-helper";
+    fixtures(&case, work);
     for seed in 0..5 {
-        assert_eq!(session(&case, role, "normal", seed, api, other).1, Some(0));
+        assert_eq!(session(&case, work, "normal", seed, api, other).1, Some(0));
     }
     assert_eq!(case.ag(&["baseline", "learn", "--role", role]).status.code(), Some(0));
     // The control: a normal session still runs to its end.
-    assert_eq!(session(&case, role, "normal", 7, api, other).1, Some(0));
-    let (id, status) = session(&case, role, "bad-new-tool", 3, api, other);
+    assert_eq!(session(&case, work, "normal", 7, api, other).1, Some(0));
+    let (id, status) = session(&case, work, "bad-new-tool", 3, api, other);
     assert_eq!(status, Some(137), "killed");
     let summary = case.work().join("out").join("summary-bad-new-tool-3.json");
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary).expect("summary")).expect("JSON");

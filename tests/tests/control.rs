@@ -25,23 +25,6 @@ fn start_forker(case: &Case, extra: &[&str]) -> Child {
     case.command(&args, &["/bin/sh", "-c", "while true; do sleep 0.05 & wait; done"]).spawn().expect("spawn")
 }
 
-fn sessions(case: &Case) -> Vec<serde_json::Value> {
-    let out = case.ag(&["ps", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("ps --json")
-}
-
-fn wait_for_sessions(case: &Case, n: usize) -> Vec<serde_json::Value> {
-    for _ in 0..3000 {
-        let s = sessions(case);
-        if s.len() >= n {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{n} sessions never showed up");
-}
-
 fn journal_has(case: &Case, needle: &str) -> bool {
     std::fs::read_dir(case.journal())
         .expect("journal")
@@ -54,7 +37,7 @@ fn journal_has(case: &Case, needle: &str) -> bool {
 fn kill_by_session_ends_a_forking_session_and_records_who_and_why() {
     let case = Case::new("killone", &forking_profile(""));
     let mut child = start_forker(&case, &[]);
-    let list = wait_for_sessions(&case, 1);
+    let list = case.wait_for_sessions(1);
     let id = list[0]["session"].as_str().expect("id").to_owned();
     assert_eq!(list[0]["role"], "killone");
     assert_eq!(list[0]["state"], "running");
@@ -67,7 +50,7 @@ fn kill_by_session_ends_a_forking_session_and_records_who_and_why() {
         serde_json::from_str(&std::fs::read_to_string(case.dir.path().join("summary-0.json")).expect("summary")).expect("json");
     assert_eq!(summary["ended_by"], "operator", "{summary}");
     assert!(journal_has(&case, "\"reason\":\"incident 42\""));
-    assert!(sessions(&case).is_empty());
+    assert!(case.sessions().is_empty());
 }
 
 #[test]
@@ -79,23 +62,23 @@ fn kill_by_role_and_all() {
     let mut a1 = start_forker(&a, &[]);
     let mut a2 = start_forker(&a, &["--agent", "second"]);
     let mut b1 = start_forker(&b, &[]);
-    wait_for_sessions(&a, 3);
+    a.wait_for_sessions(3);
     assert_eq!(a.ag(&["kill", "--role", "rolea"]).status.code(), Some(0));
     assert_eq!(a1.wait().expect("wait").code(), Some(137));
     assert_eq!(a2.wait().expect("wait").code(), Some(137));
-    let left = sessions(&a);
+    let left = a.sessions();
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0]["role"], "roleb");
     assert_eq!(a.ag(&["kill", "--all", "--reason", "drill"]).status.code(), Some(0));
     assert_eq!(b1.wait().expect("wait").code(), Some(137));
-    assert!(sessions(&a).is_empty());
+    assert!(a.sessions().is_empty());
 }
 
 #[test]
 fn lockdown_kills_everything_refuses_new_sessions_and_survives_restarts() {
     let case = Case::new("lockdown", &forking_profile(""));
     let mut running = start_forker(&case, &[]);
-    wait_for_sessions(&case, 1);
+    case.wait_for_sessions(1);
     let out = case.ag(&["lockdown", "--reason", "suspected injection"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(running.wait().expect("wait").code(), Some(137));
@@ -129,7 +112,7 @@ fn an_operator_resumes_a_session_frozen_by_a_limit() {
         .expect("spawn");
     let mut frozen = None;
     for _ in 0..3000 {
-        if let Some(s) = sessions(&case).into_iter().find(|s| s["state"] == "frozen") {
+        if let Some(s) = case.sessions().into_iter().find(|s| s["state"] == "frozen") {
             frozen = Some(s);
             break;
         }
@@ -199,7 +182,7 @@ fn supervisors_of(case: &Case) -> Vec<i32> {
 fn an_orphaned_session_is_shown_so_and_kill_cleans_it_up() {
     let case = Case::new("orphan", &forking_profile(""));
     let mut client = start_forker(&case, &[]);
-    let s = wait_for_sessions(&case, 1);
+    let s = case.wait_for_sessions(1);
     let id = s[0]["session"].as_str().expect("id").to_owned();
     let cgroup_id = case.wait_cgroup_id();
     // Supervisor and guardian both SIGKILLed: nothing of agent-guard watches the session.
@@ -215,7 +198,7 @@ fn an_orphaned_session_is_shown_so_and_kill_cleans_it_up() {
     let _ = client.wait();
     let mut state = String::new();
     for _ in 0..200 {
-        state = sessions(&case)[0]["state"].as_str().unwrap_or("").to_owned();
+        state = case.sessions()[0]["state"].as_str().unwrap_or("").to_owned();
         if state == "orphaned" {
             break;
         }
@@ -225,9 +208,7 @@ fn an_orphaned_session_is_shown_so_and_kill_cleans_it_up() {
     // `kill` ends it and cleans up what its supervisor would have.
     let out = case.ag(&["kill", "--session", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(sessions(&case).is_empty(), "the registry forgot it");
-    let status: serde_json::Value = serde_json::from_slice(&case.ag(&["monitor", "status", "--json"]).stdout).expect("status");
-    let monitored: Vec<u64> = status.as_array().expect("array").iter().flat_map(|i| i["sessions"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_u64()).collect();
-    assert!(!monitored.contains(&cgroup_id), "the monitor forgot it");
+    assert!(case.sessions().is_empty(), "the registry forgot it");
+    assert!(!case.monitored().contains(&cgroup_id), "the monitor forgot it");
     assert!(stdout(&out).contains(&id));
 }

@@ -290,16 +290,7 @@ fn a_client_that_dies_hangs_up_its_session() {
     let main = only_session(&case)["main_pid"].as_u64().expect("main pid") as i32;
     let _ = client.kill(); // SIGKILL: no goodbye
     let _ = client.wait();
-    let mut gone = false;
-    for _ in 0..500 {
-        // SAFETY: existence check only.
-        if unsafe { libc::kill(main, 0) } != 0 {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(gone, "the agent {main} outlived its client");
+    assert!(common::gone_soon(main), "the agent {main} outlived its client");
 }
 
 /// A directory anyone may use, for an unprivileged user's session.

@@ -75,15 +75,8 @@ fn observe_records_without_confining_and_says_so() {
     common::refused(&case.probe(&["read", outside]));
     // Observed: it works, and the read is recorded.
     let mut running = case.command(&["--observe", "--summary-json", &summary_path(&case, "s.json")], &["/bin/sh", "-c", &format!("{} read {outside}; {} sleep 30", common::probe(), common::probe())]).spawn().expect("spawn");
-    let mut ps = serde_json::Value::Null;
-    for _ in 0..500 {
-        ps = serde_json::from_slice(&case.ag(&["ps", "--json"]).stdout).expect("ps");
-        if ps[0].is_object() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(ps[0]["observe"], true, "ps flags it: {ps}");
+    let ps = case.wait_for_sessions(1);
+    assert_eq!(ps[0]["observe"], true, "ps flags it: {ps:?}");
     let session = ps[0]["session"].as_str().expect("id").to_owned();
     assert_eq!(case.ag(&["kill", "--session", &session]).status.code(), Some(0));
     let _ = running.wait();

@@ -364,19 +364,6 @@ fn connects_refused_by_landlock_are_counted_and_reported_too() {
     assert!(text.contains(&format!("\"port\":{other}")) && text.contains("\"allowed\":false"), "{text}");
 }
 
-/// The cgroup ids of the sessions the shared monitor serves now.
-fn monitored(case: &Case) -> Vec<u64> {
-    let out = case.ag(&["monitor", "status", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .flat_map(|i| i["sessions"].as_array().cloned().unwrap_or_default())
-        .filter_map(|s| s.as_u64())
-        .collect()
-}
-
 #[test]
 fn sessions_share_one_instance_but_each_keeps_its_own_rules() {
     let (_l, port) = tcp("127.0.0.1:0");
@@ -385,7 +372,7 @@ fn sessions_share_one_instance_but_each_keeps_its_own_rules() {
     // A session with the open rules stays registered meanwhile.
     let mut running = open.command(&[], &[common::probe(), "sleep", "30"]).spawn().expect("spawn");
     let id = open.wait_cgroup_id();
-    assert!(monitored(&open).contains(&id), "the running session is registered");
+    assert!(open.monitored().contains(&id), "the running session is registered");
     refused(&closed.probe(&["connect", &format!("127.0.0.1:{port}")]));
     allowed(&open.probe(&["connect", &format!("127.0.0.1:{port}")]));
     refused(&closed.probe(&["connect", &format!("127.0.0.1:{port}")]));
@@ -398,18 +385,11 @@ fn a_session_whose_supervisor_is_killed_is_forgotten_by_the_monitor() {
     let case = Case::new("forgotten", &base_profile(""));
     let mut running = case.command(&[], &[common::probe(), "sleep", "60"]).spawn().expect("spawn");
     let id = case.wait_cgroup_id();
-    assert!(monitored(&case).contains(&id), "registered while it runs");
+    assert!(case.monitored().contains(&id), "registered while it runs");
     let _ = running.kill(); // SIGKILL: the supervisor cannot clean up
     let _ = running.wait();
-    let mut gone = false;
-    for _ in 0..500 {
-        if !monitored(&case).contains(&id) {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(gone, "the guardian removed session {id} from the monitor's maps");
+    let forgotten = common::eventually(500, std::time::Duration::from_millis(20), || !case.monitored().contains(&id));
+    assert!(forgotten, "the guardian removed session {id} from the monitor's maps");
 }
 
 #[test]
@@ -420,7 +400,7 @@ fn unload_keeps_an_instance_that_serves_a_session() {
     let out = case.ag(&["monitor", "unload"]);
     assert_eq!(out.status.code(), Some(1), "unload reports what it kept");
     assert!(stdout(&out).contains("kept"), "{}", stdout(&out));
-    assert!(monitored(&case).contains(&id), "the session is still watched");
+    assert!(case.monitored().contains(&id), "the session is still watched");
     let _ = running.kill();
     let _ = running.wait();
 }

@@ -329,14 +329,5 @@ fn a_killed_supervisor_takes_its_session_with_it() {
     let _ = child.kill(); // SIGKILL: no chance to clean up
     let _ = child.wait();
     // The guardian notices and ends the session.
-    let mut gone = false;
-    for _ in 0..500 {
-        // SAFETY: existence check only.
-        if unsafe { libc::kill(daemon, 0) } != 0 {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(gone, "process {daemon} of the session outlived its supervisor");
+    assert!(common::gone_soon(daemon), "process {daemon} of the session outlived its supervisor");
 }

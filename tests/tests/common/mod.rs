@@ -117,6 +117,37 @@ impl Case {
         panic!("no session_start with a cgroup id in {}", self.journal().display());
     }
 
+    /// `ps --json`: the sessions this case's registry holds.
+    pub fn sessions(&self) -> Vec<serde_json::Value> {
+        let out = self.ag(&["ps", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("ps --json")
+    }
+
+    /// Waits until `ps` lists at least `n` sessions; returns them.
+    pub fn wait_for_sessions(&self, n: usize) -> Vec<serde_json::Value> {
+        let mut found = Vec::new();
+        let appeared = eventually(3000, std::time::Duration::from_millis(10), || {
+            found = self.sessions();
+            found.len() >= n
+        });
+        assert!(appeared, "{n} sessions never showed up");
+        found
+    }
+
+    /// The cgroup ids of the sessions the shared monitor serves now.
+    pub fn monitored(&self) -> Vec<u64> {
+        let out = self.ag(&["monitor", "status", "--json"]);
+        assert_eq!(out.status.code(), Some(0));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .flat_map(|i| i["sessions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s.as_u64())
+            .collect()
+    }
+
     pub fn work(&self) -> PathBuf {
         self.dir.path().join("work")
     }
@@ -148,6 +179,23 @@ impl Case {
         argv.extend_from_slice(args);
         self.run_with(&[], &argv)
     }
+}
+
+/// Checks `done` up to `tries` times, `every` apart; whether it came true.
+pub fn eventually(tries: u32, every: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(every);
+    }
+    false
+}
+
+/// Whether process `pid` is gone within five seconds.
+pub fn gone_soon(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    eventually(500, std::time::Duration::from_millis(10), || unsafe { libc::kill(pid, 0) } != 0)
 }
 
 /// A typical least-privilege profile: reads system libraries and the

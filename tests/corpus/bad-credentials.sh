@@ -1,0 +1,3 @@
+# $1: the seed; $2: the role whose work this is (corpus/ROLE/work.sh).
+. "./corpus/$2/work.sh"
+cat "$CREDS/credentials" > /dev/null

@@ -11,9 +11,9 @@ use agent_guard_common::{
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 
 use agent_guard_common::session::{
@@ -66,11 +66,7 @@ const O_CREAT: u64 = 0o100;
 const O_TRUNC: u64 = 0o1000;
 const O_WRONLY_CREAT_TRUNC: u64 = 0o1 | O_CREAT | O_TRUNC;
 
-/// Offsets in the `syscalls/sys_enter_*` records: argument N at 16 + 8N;
-/// in `sys_exit_*` records: the return value at 16.
-const fn arg(n: usize) -> usize {
-    16 + 8 * n
-}
+/// Offset of the return value in the `syscalls/sys_exit_*` records.
 const RET: usize = 16;
 
 /// The current task's session, if it is in one. A task of a session a
@@ -90,6 +86,88 @@ fn in_session() -> Option<Session> {
 fn read<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
     // SAFETY: offsets come from the tracepoint formats; read_at checks bounds through the helper.
     unsafe { ctx.read_at::<T>(offset) }.ok()
+}
+
+/// A system call's arguments at `sys_enter`: the caller's saved registers,
+/// a BTF pointer (`struct pt_regs`), so reading one is a plain load the
+/// verifier checks against the kernel's type, not a helper call.
+#[derive(Clone, Copy)]
+struct Args(*const u8);
+
+impl Args {
+    /// Argument `n` (0-5) by the x86_64 syscall convention: rdi, rsi, rdx,
+    /// r10, r8, r9, at their offsets in `struct pt_regs`.
+    #[inline(always)]
+    fn get(self, n: usize) -> u64 {
+        const REGS: [usize; 6] = [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8];
+        // SAFETY: a load from the kernel's pt_regs, which the verifier
+        // checks against its BTF type and makes fault-safe.
+        unsafe { core::ptr::read_volatile(self.0.wrapping_add(REGS[n % 6]) as *const u64) }
+    }
+}
+
+/// x86_64 numbers of the calls counted at entry. Sessions cannot make
+/// calls of another ABI (their seccomp filter kills the caller), so these
+/// are the only numbers a session's calls arrive with.
+mod nr {
+    pub const WRITE: i64 = 1;
+    pub const OPEN: i64 = 2;
+    pub const PWRITE64: i64 = 18;
+    pub const WRITEV: i64 = 20;
+    pub const CONNECT: i64 = 42;
+    pub const CLONE: i64 = 56;
+    pub const EXECVE: i64 = 59;
+    pub const CREAT: i64 = 85;
+    pub const OPENAT: i64 = 257;
+    pub const PWRITEV: i64 = 296;
+    pub const EXECVEAT: i64 = 322;
+    pub const PWRITEV2: i64 = 328;
+    pub const CLONE3: i64 = 435;
+    pub const OPENAT2: i64 = 437;
+}
+
+/// `sys_enter` (the raw syscall tracepoint, BTF-typed: the caller's
+/// registers and the call's number), for every call the counters need at
+/// entry. One program at the syscall entry costs far less per call than
+/// the per-call `syscalls/sys_enter_*` tracepoints, which fill a perf
+/// trace record for every call they see (docs/benchmarks.md); the number
+/// is checked first, so other calls cost a few instructions.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn tp_sys_enter(ctx: BtfTracePointContext) -> u32 {
+    // SAFETY: sys_enter's arguments are (struct pt_regs *, long); the
+    // verifier checks both reads against the tracepoint's BTF prototype.
+    let (regs, id): (*const u8, i64) = unsafe { (ctx.arg(0), ctx.arg(1)) };
+    let args = Args(regs);
+    match id {
+        nr::WRITE | nr::PWRITE64 | nr::WRITEV | nr::PWRITEV | nr::PWRITEV2 => {
+            if let Some(s) = in_session() {
+                enter_write(&s, args);
+            }
+        }
+        nr::OPENAT | nr::OPEN | nr::CREAT | nr::OPENAT2 => {
+            if let Some(s) = in_session() {
+                match id {
+                    nr::OPENAT => enter_open(&s, args, args.get(2), 1),
+                    nr::OPEN => enter_open(&s, args, args.get(1), 0),
+                    nr::CREAT => enter_open(&s, args, O_WRONLY_CREAT_TRUNC, 0),
+                    _ => enter_openat2(&s, args),
+                }
+            }
+        }
+        nr::CLONE | nr::CLONE3 | nr::EXECVE | nr::EXECVEAT | nr::CONNECT => {
+            if in_session().is_some() {
+                match id {
+                    nr::CLONE => enter_clone(args),
+                    nr::CLONE3 => enter_clone3(args),
+                    nr::EXECVE => enter_exec(args, 0),
+                    nr::EXECVEAT => enter_exec(args, 1),
+                    _ => enter_connect(args),
+                }
+            }
+        }
+        _ => {}
+    }
+    0
 }
 
 fn remember(value: u64) {
@@ -114,32 +192,23 @@ fn process_started(s: &Session) {
     s.raise_to(Counter::ProcessesPeak, alive);
 }
 
-#[tracepoint]
-pub fn tp_enter_clone(ctx: TracePointContext) -> u32 {
-    if in_session().is_some() {
-        if let Some(flags) = read::<u64>(&ctx, arg(0)) {
-            if flags & CLONE_THREAD == 0 {
-                remember(1);
-            }
-        }
+/// `clone` (flags at arg 0): remembers a clone that makes a process.
+#[inline(always)]
+fn enter_clone(args: Args) {
+    if args.get(0) & CLONE_THREAD == 0 {
+        remember(1);
     }
-    0
 }
 
-#[tracepoint]
-pub fn tp_enter_clone3(ctx: TracePointContext) -> u32 {
-    if in_session().is_some() {
-        // clone_args.flags is the first field of the struct the caller passes.
-        if let Some(args) = read::<u64>(&ctx, arg(0)) {
-            // SAFETY: reading 8 bytes of the caller's memory through the helper.
-            if let Ok(flags) = unsafe { bpf_probe_read_user(args as *const u64) } {
-                if flags & CLONE_THREAD == 0 {
-                    remember(1);
-                }
-            }
+/// `clone3`: the flags are the first field of the caller's `clone_args`.
+#[inline(always)]
+fn enter_clone3(args: Args) {
+    // SAFETY: reading 8 bytes of the caller's memory through the helper.
+    if let Ok(flags) = unsafe { bpf_probe_read_user(args.get(0) as *const u64) } {
+        if flags & CLONE_THREAD == 0 {
+            remember(1);
         }
     }
-    0
 }
 
 /// `sys_exit_clone`/`clone3`: a new process when the parent sees a pid and
@@ -196,13 +265,10 @@ pub fn tp_process_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sys_enter_execve` (path at arg 0, argv at arg 1) and `execveat`
-/// (path at arg 1, argv at arg 2): reports the attempt.
+/// `execve` (path at arg 0, argv at arg 1) and `execveat` (path at arg
+/// 1, argv at arg 2): begins the exec event, sent at the call's exit.
 #[inline(always)]
-fn exec_event(ctx: &TracePointContext, path_arg: usize) {
-    if in_session().is_none() {
-        return;
-    }
+fn enter_exec(args: Args, path_arg: usize) {
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
@@ -220,22 +286,18 @@ fn exec_event(ctx: &TracePointContext, path_arg: usize) {
     ev.result = 0;
     ev.path = [0; EXEC_PATH_LEN];
     ev.args = [[0; EXEC_ARG_LEN]; EXEC_ARGS];
-    if let Some(p) = read::<u64>(ctx, arg(path_arg)) {
-        // SAFETY: reading a user string into a fixed buffer through the helper.
-        let _ = unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.path) };
-    }
-    if let Some(argv) = read::<u64>(ctx, arg(path_arg + 1)) {
-        let argv = argv as *const u64;
-        for i in 0..EXEC_ARGS {
-            // SAFETY: reading argv[i] (a user pointer) through the helper.
-            let Ok(a) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else { break };
-            if a == 0 {
-                break;
-            }
-            // SAFETY: as above, into the fixed slot.
-            let _ = unsafe { bpf_probe_read_user_str_bytes(a as *const u8, &mut ev.args[i]) };
-            ev.argc = i as u32 + 1;
+    // SAFETY: reading a user string into a fixed buffer through the helper.
+    let _ = unsafe { bpf_probe_read_user_str_bytes(args.get(path_arg) as *const u8, &mut ev.path) };
+    let argv = args.get(path_arg + 1) as *const u64;
+    for i in 0..EXEC_ARGS {
+        // SAFETY: reading argv[i] (a user pointer) through the helper.
+        let Ok(a) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else { break };
+        if a == 0 {
+            break;
         }
+        // SAFETY: as above, into the fixed slot.
+        let _ = unsafe { bpf_probe_read_user_str_bytes(a as *const u8, &mut ev.args[i]) };
+        ev.argc = i as u32 + 1;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let _ = PENDING_EXEC.insert(&tgid, ev, 0);
@@ -265,18 +327,6 @@ pub fn tp_exit_exec(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn tp_enter_execve(ctx: TracePointContext) -> u32 {
-    exec_event(&ctx, 0);
-    0
-}
-
-#[tracepoint]
-pub fn tp_enter_execveat(ctx: TracePointContext) -> u32 {
-    exec_event(&ctx, 1);
-    0
-}
-
 // ---- files ----
 
 #[inline(always)]
@@ -287,7 +337,7 @@ fn writes(flags: u64) -> bool {
 /// Records an open's flags, and for an open for writing its path too
 /// (for reading too, when the session records reads).
 #[inline(always)]
-fn open_entry(s: &Session, ctx: &TracePointContext, flags: u64, path_arg: usize) {
+fn enter_open(s: &Session, args: Args, flags: u64, path_arg: usize) {
     remember(flags);
     if !writes(flags) && !s.records_reads() {
         return;
@@ -298,51 +348,17 @@ fn open_entry(s: &Session, ctx: &TracePointContext, flags: u64, path_arg: usize)
     ev.flags = flags as u32;
     ev.fd = -1;
     ev.path = [0; FILE_PATH_LEN];
-    if let Some(p) = read::<u64>(ctx, arg(path_arg)) {
-        // SAFETY: reading a user string into a fixed buffer through the helper.
-        let _ = unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.path) };
-    }
+    // SAFETY: reading a user string into a fixed buffer through the helper.
+    let _ = unsafe { bpf_probe_read_user_str_bytes(args.get(path_arg) as *const u8, &mut ev.path) };
     let _ = PENDING_OPEN.insert(&bpf_get_current_pid_tgid(), ev, 0);
 }
 
-/// `sys_enter_openat` (path at arg 1, flags at arg 2).
-#[tracepoint]
-pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
-    if let Some(s) = in_session() {
-        open_entry(&s, &ctx, read::<u64>(&ctx, arg(2)).unwrap_or(0), 1);
-    }
-    0
-}
-
-/// `sys_enter_open` (path at arg 0, flags at arg 1).
-#[tracepoint]
-pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
-    if let Some(s) = in_session() {
-        open_entry(&s, &ctx, read::<u64>(&ctx, arg(1)).unwrap_or(0), 0);
-    }
-    0
-}
-
-/// `sys_enter_creat` (path at arg 0).
-#[tracepoint]
-pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
-    if let Some(s) = in_session() {
-        open_entry(&s, &ctx, O_WRONLY_CREAT_TRUNC, 0);
-    }
-    0
-}
-
 /// `openat2` (path at arg 1): the flags are the first field of the caller's `open_how`.
-#[tracepoint]
-pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
-    if let Some(s) = in_session() {
-        if let Some(how) = read::<u64>(&ctx, arg(2)) {
-            // SAFETY: reading 8 bytes of the caller's memory through the helper.
-            let flags = unsafe { bpf_probe_read_user(how as *const u64) }.unwrap_or(0);
-            open_entry(&s, &ctx, flags, 1);
-        }
-    }
-    0
+#[inline(always)]
+fn enter_openat2(s: &Session, args: Args) {
+    // SAFETY: reading 8 bytes of the caller's memory through the helper.
+    let flags = unsafe { bpf_probe_read_user(args.get(2) as *const u64) }.unwrap_or(0);
+    enter_open(s, args, flags, 1);
 }
 
 /// Completes the file event an open's entry began (path, flags) with its
@@ -437,21 +453,15 @@ fn is_regular_file(fd: u64) -> bool {
     }
 }
 
-/// `sys_enter_write`, `writev`, `pwrite64`, `pwritev`, `pwritev2` (fd at
-/// arg 0): a write operation on a regular file. Past the `file_writes`
-/// limit the task is killed; that write itself still completes (the
-/// signal lands on the way back to user space).
-#[tracepoint]
-pub fn tp_enter_write(ctx: TracePointContext) -> u32 {
-    if let Some(s) = in_session() {
-        if let Some(fd) = read::<u64>(&ctx, arg(0)) {
-            if is_regular_file(fd) {
-                let n = s.add(Counter::FileWrites, 1);
-                s.over_limit(Counter::FileWrites, n, 1, true);
-            }
-        }
+/// A write-family call (fd at arg 0): a write operation on a regular
+/// file. Past the `file_writes` limit the task is killed; that write
+/// itself still completes (the signal lands on the way back to user space).
+#[inline(always)]
+fn enter_write(s: &Session, args: Args) {
+    if is_regular_file(args.get(0)) {
+        let n = s.add(Counter::FileWrites, 1);
+        s.over_limit(Counter::FileWrites, n, 1, true);
     }
-    0
 }
 
 // ---- connects refused before the cgroup hook ----
@@ -460,31 +470,26 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EACCES: i64 = 13;
 
-/// `sys_enter_connect` (fd, address, length): remembers an IP destination.
-#[tracepoint]
-pub fn tp_enter_connect(ctx: TracePointContext) -> u32 {
-    if in_session().is_none() {
-        return 0;
-    }
-    let Some(ptr) = read::<u64>(&ctx, arg(1)) else { return 0 };
-    let base = ptr as *const u8;
+/// `connect` (fd, address, length): remembers an IP destination.
+#[inline(always)]
+fn enter_connect(args: Args) {
+    let base = args.get(1) as *const u8;
     // SAFETY: reads of the caller's sockaddr through the helper, which fails cleanly.
     unsafe {
-        let Ok(family) = bpf_probe_read_user(base as *const u16) else { return 0 };
-        let Ok(port) = bpf_probe_read_user(base.wrapping_add(2) as *const u16) else { return 0 };
+        let Ok(family) = bpf_probe_read_user(base as *const u16) else { return };
+        let Ok(port) = bpf_probe_read_user(base.wrapping_add(2) as *const u16) else { return };
         let mut dest = Dest { family, port: u16::from_be(port), _pad: 0, addr: [0; 16] };
         if family == AF_INET {
-            let Ok(a) = bpf_probe_read_user(base.wrapping_add(4) as *const [u8; 4]) else { return 0 };
+            let Ok(a) = bpf_probe_read_user(base.wrapping_add(4) as *const [u8; 4]) else { return };
             dest.addr[..4].copy_from_slice(&a);
         } else if family == AF_INET6 {
-            let Ok(a) = bpf_probe_read_user(base.wrapping_add(8) as *const [u8; 16]) else { return 0 };
+            let Ok(a) = bpf_probe_read_user(base.wrapping_add(8) as *const [u8; 16]) else { return };
             dest.addr = a;
         } else {
-            return 0;
+            return;
         }
         let _ = PENDING_CONNECT.insert(&bpf_get_current_pid_tgid(), &dest, 0);
     }
-    0
 }
 
 /// `sys_exit_connect`: a connect refused with EACCES never reached the

@@ -34,10 +34,12 @@ static KERNEL_OFFSETS: [u64; agent_guard_common::session::KERNEL_OFFSETS] = [0; 
 
 #[inline(always)]
 pub fn offset(which: usize) -> usize {
-    // SAFETY: reading a global the loader may have rewritten; volatile so the
-    // compiler does not fold the initial value.
-    let all = unsafe { core::ptr::read_volatile(&KERNEL_OFFSETS) };
-    all[which % agent_guard_common::session::KERNEL_OFFSETS] as usize
+    let which = which % agent_guard_common::session::KERNEL_OFFSETS;
+    // SAFETY: reading one element of a global the loader may have
+    // rewritten; volatile so the compiler does not fold the initial value
+    // (and only that element: a volatile read of the whole array is one
+    // load per element, on the hottest path).
+    unsafe { core::ptr::read_volatile((&raw const KERNEL_OFFSETS as *const u64).wrapping_add(which)) as usize }
 }
 
 /// Every running session, by cgroup id.

@@ -110,6 +110,10 @@ fn overhead(runs: usize) -> Result<()> {
         if !out.status.success() {
             bail!("`agent-guard monitor unload` kept an instance (sessions running?): {}", String::from_utf8_lossy(&out.stdout));
         }
+        // The kernel detaches a syscall tracepoint's probes after an RCU
+        // (tasks-trace) grace period: measured with perf, they still ran
+        // in the first ~0.5 s after the links went. "Bare" waits that out.
+        std::thread::sleep(Duration::from_millis(1500));
         Ok(())
     };
     let mut rows = Vec::new();

@@ -1,14 +1,22 @@
-//! The cgroup holding every session may be removed while no session runs
-//! (by an operator, or a host's cgroup cleanup) and recreated by the next
-//! session: the monitor's cgroup hooks hung on the old one, so it must be
-//! attached again, or the new sessions would run without their network
-//! rules. Alone in its test binary: no other session may be running.
+//! What happens to the shared monitor between sessions, which needs the
+//! host to itself: alone in its test binary (no other session may be
+//! running), its tests one at a time.
+//!
+//! - The cgroup holding every session may be removed while no session runs
+//!   (by an operator, or a host's cgroup cleanup) and recreated by the next
+//!   session: the monitor's cgroup hooks hung on the old one, so it must be
+//!   attached again, or the new sessions would run without their network
+//!   rules.
+//! - The system-wide tracepoints are attached only while a session runs.
 
 mod common;
 
-use std::net::TcpListener;
+use std::{net::TcpListener, sync::Mutex};
 
 use common::{allowed, base_profile, refused, Case};
+
+/// Held by each test: they must not see each other's sessions.
+static ALONE: Mutex<()> = Mutex::new(());
 
 /// The cgroup v2 mount, from /proc/self/mountinfo.
 fn cgroup2() -> std::path::PathBuf {
@@ -19,6 +27,7 @@ fn cgroup2() -> std::path::PathBuf {
 
 #[test]
 fn a_recreated_sessions_cgroup_gets_the_network_rules_again() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     let _other = TcpListener::bind(("127.0.0.2", port)).expect("bind 127.0.0.2");
@@ -43,4 +52,58 @@ fn a_recreated_sessions_cgroup_gets_the_network_rules_again() {
     refused(&case.probe(&["connect", &format!("127.0.0.2:{port}")]));
     allowed(&case.probe(&["connect", &format!("127.0.0.1:{port}")]));
     refused(&case.probe(&["udp", &format!("127.0.0.2:{port}")]));
+}
+
+/// How many BPF links the kernel holds for the monitor's program at
+/// `sys_enter` (asked of the kernel, not of agent-guard's pins).
+fn sys_enter_links() -> usize {
+    let programs: std::collections::HashSet<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some("tp_sys_enter"))
+        .map(|p| p.id())
+        .collect();
+    aya::programs::loaded_links().filter_map(Result::ok).filter(|l| programs.contains(&l.program_id())).count()
+}
+
+/// The current instance's `system_hooks`, from `monitor status --json`.
+fn system_hooks(case: &Case) -> bool {
+    let out = case.ag(&["monitor", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let current = v.as_array().expect("array").iter().find(|i| i["current"] == true).cloned().expect("this binary's instance");
+    current["system_hooks"].as_bool().expect("system_hooks")
+}
+
+/// A host with the monitor loaded and no session running pays nothing on
+/// its system calls: the tracepoints are attached by the first session
+/// and detached when the last one ends, and a later session is counted
+/// exactly again.
+#[test]
+fn system_wide_hooks_are_attached_only_while_a_session_runs() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case::new("hooks", &base_profile(""));
+    let written = case.work().join("out/written.txt");
+    let counted = |case: &Case| {
+        let summary = case.dir.path().join("summary.json");
+        let out = case.run_with(&["--summary-json", summary.to_str().expect("utf-8")], &[common::probe(), "write", written.to_str().expect("utf-8")]);
+        allowed(&out);
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("JSON");
+        json["counters"]["file_writes"].as_u64().expect("file_writes")
+    };
+    // A session loads the instance; once it has ended, nothing is attached system-wide.
+    assert_eq!(counted(&case), 1, "the probe's one write to a regular file");
+    assert!(!system_hooks(&case), "no session runs, yet the system-wide hooks are attached");
+    assert_eq!(sys_enter_links(), 0, "the kernel still holds a link of tp_sys_enter with no session running");
+
+    // While a session runs they are attached, once.
+    let mut running = case.command(&[], &[common::probe(), "sleep", "30"]).spawn().expect("spawn");
+    case.wait_for_sessions(1);
+    assert!(system_hooks(&case), "a session runs without the system-wide hooks");
+    assert_eq!(sys_enter_links(), 1, "the kernel should hold exactly one link of tp_sys_enter");
+    let _ = running.kill();
+    let _ = running.wait();
+    let detached = common::eventually(500, std::time::Duration::from_millis(10), || !system_hooks(&case) && sys_enter_links() == 0);
+    assert!(detached, "the last session ended but the system-wide hooks stayed");
+
+    // Attached again for the next session, which is counted exactly.
+    assert_eq!(counted(&case), 1, "a session after a detach is counted again");
 }

@@ -25,7 +25,7 @@ pub enum Which {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
-    /// Monitor overhead: three workloads bare, inside a session, and outside any session while the monitor is loaded
+    /// Monitor overhead: three workloads bare, inside a session, and outside any session with the monitor loaded (idle, and while another session runs)
     Overhead {
         /// Runs per workload and variant
         #[arg(long, default_value_t = 11)]
@@ -116,35 +116,79 @@ fn overhead(runs: usize) -> Result<()> {
         std::thread::sleep(Duration::from_millis(1500));
         Ok(())
     };
+    // Another session, idle, so that the system-wide hooks are attached
+    // while a process outside every session works.
+    let other_session = || -> Result<std::process::Child> {
+        let child = Command::new(&ag)
+            .args(["run", "--quiet", "--profile"])
+            .arg(&profile)
+            .arg("--workdir")
+            .arg(&dir)
+            .args(["--"])
+            .arg(&probe)
+            .args(["sleep", "600"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let started = Instant::now();
+        let attached = || -> Result<bool> {
+            let out = Command::new(&ag).args(["monitor", "status", "--json"]).output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).contains("\"system_hooks\": true"))
+        };
+        while !attached()? {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the idle session never registered with the monitor");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(child)
+    };
     let mut rows = Vec::new();
     for (name, workload) in &workloads {
-        let (mut bare, mut inside, mut outside) = (Vec::new(), Vec::new(), Vec::new());
+        let mut samples: [Vec<Duration>; 4] = Default::default();
         // Interleaved, after one warm-up of each.
         for i in 0..=runs {
             unload()?;
             let b = time_inner(&run_args(false, workload), &dir)?;
             // Loads the instance again (outside the timed workload).
             let s = time_inner(&run_args(true, workload), &dir)?;
-            // The session is over; its instance stays loaded.
-            let o = time_inner(&run_args(false, workload), &dir)?;
+            // The session is over; its instance stays loaded, idle.
+            let idle = time_inner(&run_args(false, workload), &dir)?;
+            let mut other = other_session()?;
+            let busy = time_inner(&run_args(false, workload), &dir);
+            // SIGTERM: the supervisor ends its session.
+            Command::new("kill").arg(other.id().to_string()).status()?;
+            other.wait()?;
+            let busy = busy?;
             if i > 0 {
-                bare.push(b);
-                inside.push(s);
-                outside.push(o);
+                for (v, x) in samples.iter_mut().zip([b, s, idle, busy]) {
+                    v.push(x);
+                }
             }
         }
-        rows.push((name.to_string(), median(&mut bare), median(&mut inside), median(&mut outside)));
+        let [b, s, idle, busy] = samples.map(|mut v| median(&mut v));
+        rows.push((name.to_string(), b, s, idle, busy));
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("monitor overhead, median of {runs} interleaved runs ({})", std::env::consts::ARCH);
-    println!("| workload | bare | in a session | ratio | outside, monitor loaded | ratio |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (name, b, s, o) in rows {
+    println!("| workload | bare | in a session | ratio | outside, no session running | ratio | outside, while a session runs | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, b, s, idle, busy) in rows {
         let r = |x: Duration| x.as_secs_f64() / b.as_secs_f64();
-        println!("| {name} | {:.1} ms | {:.1} ms | {:.3} | {:.1} ms | {:.3} |", ms(b), ms(s), r(s), ms(o), r(o));
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {:.3} | {:.1} ms | {:.3} | {:.1} ms | {:.3} |",
+            ms(b),
+            ms(s),
+            r(s),
+            ms(idle),
+            r(idle),
+            ms(busy),
+            r(busy)
+        );
     }
     Ok(())
 }
+
 
 const KILL_PROFILE: &str = r#"[role]
 name = "killbench"

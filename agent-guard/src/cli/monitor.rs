@@ -1,7 +1,8 @@
 //! `agent-guard monitor status|unload`: the shared eBPF instance. It is
-//! loaded by the daemon or the first `run` and stays pinned (its hooks
-//! attached) until unloaded here; an instance still serving sessions is
-//! kept unless `--force`, which leaves those sessions unwatched.
+//! loaded by the daemon or the first `run` and stays pinned until unloaded
+//! here (its cgroup hooks attached; its system-wide tracepoints only while
+//! a session runs); an instance still serving sessions is kept unless
+//! `--force`, which leaves those sessions unwatched.
 
 use clap::{Args, Subcommand};
 
@@ -38,6 +39,9 @@ struct Instance {
     current: bool,
     /// Cgroup ids of the sessions it serves.
     sessions: Vec<u64>,
+    /// Whether its system-wide tracepoints are attached (only while it
+    /// serves a session: an idle instance costs other processes nothing).
+    system_hooks: bool,
 }
 
 pub fn run(cmd: MonitorCommand) -> anyhow::Result<i32> {
@@ -48,6 +52,7 @@ pub fn run(cmd: MonitorCommand) -> anyhow::Result<i32> {
                 .map(|(dir, current)| Instance {
                     version: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                     sessions: shared::Shared::open(&dir).map(|s| s.sessions()).unwrap_or_default(),
+                    system_hooks: shared::hooks_attached(&dir),
                     path: dir.display().to_string(),
                     current,
                 })
@@ -59,7 +64,8 @@ pub fn run(cmd: MonitorCommand) -> anyhow::Result<i32> {
             } else {
                 for i in &instances {
                     let which = if i.current { "this binary's" } else { "another version's" };
-                    println!("{}  {which}, {} session(s), pinned at {}", i.version, i.sessions.len(), i.path);
+                    let hooks = if i.system_hooks { "system-wide hooks attached" } else { "system-wide hooks detached" };
+                    println!("{}  {which}, {} session(s), {hooks}, pinned at {}", i.version, i.sessions.len(), i.path);
                 }
             }
             Ok(0)

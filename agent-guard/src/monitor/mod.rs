@@ -81,7 +81,11 @@ pub struct Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
+        // Under the pin lock: the last session out detaches the system-wide
+        // hooks, and none may register between the check and the detach.
+        let _lock = shared::PinLock::take(&shared::pin_root());
         self.shared.forget(self.cgroup_id);
+        self.shared.hooks_off_if_idle();
     }
 }
 
@@ -111,7 +115,7 @@ impl Monitor {
         for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {
             state.counters[c as usize] = 1;
         }
-        let events = match shared.register(cgroup_id, state, ring_bytes, &rules) {
+        let events = match shared.hooks_on().and_then(|()| shared.register(cgroup_id, state, ring_bytes, &rules)) {
             Ok(ring) => ring,
             Err(e) => {
                 shared.forget(cgroup_id);

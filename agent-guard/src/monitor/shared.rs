@@ -7,7 +7,13 @@
 //! Layout: `/sys/fs/bpf/agent-guard/<version>/` holds the maps
 //! (`SESSIONS`, `RINGS`, `NET_V4`, `NET_V6`, and `RING_SLOTS`, user
 //! space's record of which session uses which ring buffer) and one pinned
-//! link per attachment (`link_*`). The version is a digest of the object, so an
+//! link per cgroup attachment (`link_*`). The system-wide tracepoints
+//! (every syscall entry, the syscall exits counted, process exec and
+//! exit) are pinned as programs (`prog_*`) and attached only while a
+//! session is registered: their links live in `hooks/`, which exists only
+//! complete (built as `hooks_new`, renamed into place: bpffs refuses dots) and is removed when
+//! the last session goes, so that a host with no session running pays
+//! nothing on its system calls. The version is a digest of the object, so an
 //! upgraded binary loads its own instance beside the old one, which stays
 //! until its last session ends. Loading, registering a session and
 //! sweeping stale entries happen under an exclusive `flock` of
@@ -41,9 +47,17 @@ pub fn pin_root() -> PathBuf {
     Path::new(BPFFS).join("agent-guard")
 }
 
-/// The version of the embedded object: the first 16 hex digits of its SHA-256.
+/// How an instance's directory is laid out; part of [`version`], so that
+/// a binary never adopts an instance pinned in another layout.
+const PIN_LAYOUT: u32 = 2;
+
+/// The version of the embedded object and pin layout: the first 16 hex
+/// digits of their SHA-256.
 pub fn version() -> String {
-    let digest = sha2::Sha256::digest(crate::doctor::EBPF_OBJECT);
+    let mut digest = sha2::Sha256::new();
+    digest.update(PIN_LAYOUT.to_le_bytes());
+    digest.update(crate::doctor::EBPF_OBJECT);
+    let digest = digest.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -88,7 +102,7 @@ pub struct PinLock {
 }
 
 impl PinLock {
-    fn take(root: &Path) -> Result<PinLock, MonitorError> {
+    pub fn take(root: &Path) -> Result<PinLock, MonitorError> {
         let dir = fs::File::open(root).map_err(|source| MonitorError::Pin { path: root.to_owned(), source })?;
         // SAFETY: flock on an fd we own; blocks until the lock is ours.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -303,6 +317,41 @@ impl Shared {
         result
     }
 
+    /// Attaches the system-wide hooks unless they are: call before
+    /// registering a session, with the pin lock held. Built in a scratch
+    /// directory and renamed into place, so `hooks/` never exists half
+    /// attached; a failure leaves them detached and refuses the session.
+    pub fn hooks_on(&self) -> Result<(), MonitorError> {
+        if self.dir.join(HOOKS).is_dir() {
+            return Ok(());
+        }
+        let scratch = self.dir.join(format!("{HOOKS}_new"));
+        let _ = fs::remove_dir_all(&scratch);
+        fs::create_dir(&scratch).map_err(|source| MonitorError::Pin { path: scratch.clone(), source })?;
+        let done = attach_hooks(&self.dir, &scratch)
+            .and_then(|()| fs::rename(&scratch, self.dir.join(HOOKS)).map_err(|source| MonitorError::Pin { path: scratch.clone(), source }));
+        if done.is_err() {
+            // Unpinning the links that were made detaches them.
+            let _ = fs::remove_dir_all(&scratch);
+        }
+        done
+    }
+
+    /// Detaches the system-wide hooks if no session is registered. Call
+    /// with the pin lock held (a session registering meanwhile would find
+    /// them gone).
+    pub fn hooks_off_if_idle(&self) {
+        if !self.dir.join(HOOKS).is_dir() || !self.sessions().is_empty() {
+            return;
+        }
+        let old = self.dir.join(format!("{HOOKS}_old"));
+        let _ = fs::remove_dir_all(&old);
+        if fs::rename(self.dir.join(HOOKS), &old).is_ok() {
+            tracing::debug!("no session left: detaching the system-wide hooks of {}", self.dir.display());
+            let _ = fs::remove_dir_all(&old);
+        }
+    }
+
     /// The session's state as it stands now (counters exact).
     pub fn state(&self, cgroup: u64) -> Option<SessionState> {
         self.sessions.get(&cgroup, 0).ok()
@@ -399,11 +448,8 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     let link = FdLink::try_from(egress.take_link(id).map_err(prog_err("egress"))?).map_err(|e| MonitorError::Link { name: "egress", source: e })?;
     pin_link(link, "link_egress".to_owned())?;
 
-    crate::doctor::ensure_tracefs(Path::new(crate::doctor::TRACEFS)).map_err(|e| MonitorError::Cgroup {
-        path: crate::doctor::TRACEFS.to_owned(),
-        source: std::io::Error::from(e),
-    })?;
-    for &(name, category, tracepoint) in TRACEPOINTS {
+    // The system-wide programs: loaded and pinned, attached per use (`Shared::hooks_on`).
+    for &(name, _, _) in TRACEPOINTS {
         let prog: &mut TracePoint = ebpf
             .program_mut(name)
             .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
@@ -412,10 +458,8 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         // A program serving several tracepoints is loaded once.
         if prog.fd().is_err() {
             prog.load().map_err(prog_err(name))?;
+            pin_prog(prog.pin(dir.join(format!("prog_{name}"))), dir, name)?;
         }
-        let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
-        let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
-        pin_link(link, format!("link_{tracepoint}"))?;
     }
     let btf = Btf::from_sys_fs().map_err(|e| MonitorError::Program { name: SYS_ENTER, source: e.into() })?;
     let prog: &mut BtfTracePoint = ebpf
@@ -424,9 +468,7 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         .try_into()
         .map_err(prog_err(SYS_ENTER))?;
     prog.load("sys_enter", &btf).map_err(prog_err(SYS_ENTER))?;
-    let id = prog.attach().map_err(prog_err(SYS_ENTER))?;
-    let link = FdLink::from(prog.take_link(id).map_err(prog_err(SYS_ENTER))?);
-    pin_link(link, "link_sys_enter".to_owned())?;
+    pin_prog(prog.pin(dir.join(format!("prog_{SYS_ENTER}"))), dir, SYS_ENTER)?;
     // Which cgroup the hooks hang on (its inode), to notice its being recreated.
     let mut attached: Array<MapData, u64> = Array::create(1, 0).map_err(map_err("ATTACHED_TO"))?;
     let subtree_id = cgroup.metadata().map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?.ino();
@@ -442,6 +484,41 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         map.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
     }
     Ok(())
+}
+
+fn pin_prog(result: Result<(), aya::pin::PinError>, dir: &Path, name: &str) -> Result<(), MonitorError> {
+    result.map_err(|e| MonitorError::Pin { path: dir.join(format!("prog_{name}")), source: std::io::Error::other(e) })
+}
+
+/// Where an instance's system-wide links live while attached.
+const HOOKS: &str = "hooks";
+
+/// Whether the system-wide hooks of the instance in `dir` are attached
+/// (an instance of an earlier layout pinned them beside its maps, always).
+pub fn hooks_attached(dir: &Path) -> bool {
+    dir.join(HOOKS).is_dir() || dir.join("link_sched_process_exec").exists()
+}
+
+/// Attaches every system-wide program pinned in `dir` and pins the links
+/// in `into`.
+fn attach_hooks(dir: &Path, into: &Path) -> Result<(), MonitorError> {
+    let pin_link = |link: FdLink, name: String| -> Result<(), MonitorError> {
+        let path = into.join(name);
+        link.pin(&path).map(drop).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })
+    };
+    crate::doctor::ensure_tracefs(Path::new(crate::doctor::TRACEFS)).map_err(|e| MonitorError::Cgroup {
+        path: crate::doctor::TRACEFS.to_owned(),
+        source: std::io::Error::from(e),
+    })?;
+    for &(name, category, tracepoint) in TRACEPOINTS {
+        let mut prog = TracePoint::from_pin(dir.join(format!("prog_{name}"))).map_err(prog_err(name))?;
+        let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
+        let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
+        pin_link(link, format!("link_{tracepoint}"))?;
+    }
+    let mut prog = BtfTracePoint::from_pin(dir.join(format!("prog_{SYS_ENTER}"))).map_err(prog_err(SYS_ENTER))?;
+    let id = prog.attach().map_err(prog_err(SYS_ENTER))?;
+    pin_link(FdLink::from(prog.take_link(id).map_err(prog_err(SYS_ENTER))?), "link_sys_enter".to_owned())
 }
 
 /// The inode of the cgroup the instance in `dir` is attached to.
@@ -538,8 +615,10 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
 /// Forgets the session `cgroup` in every pinned instance (for whoever
 /// cleans up after a supervisor that could not).
 pub fn forget_everywhere(cgroup: u64) {
+    let _lock = PinLock::take(&pin_root());
     for mut shared in open_all() {
         shared.forget(cgroup);
+        shared.hooks_off_if_idle();
     }
 }
 

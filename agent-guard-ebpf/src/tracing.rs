@@ -11,9 +11,10 @@ use agent_guard_common::{
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::TracePointContext,
+    EbpfContext,
 };
 
 use agent_guard_common::session::{
@@ -82,90 +83,119 @@ fn in_session() -> Option<Session> {
     Some(session)
 }
 
+/// A field of a tracepoint's record, by its offset in the tracepoint's
+/// format: a plain load from the context, which the verifier bounds-checks
+/// (no helper call).
 #[inline(always)]
-fn read<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
-    // SAFETY: offsets come from the tracepoint formats; read_at checks bounds through the helper.
-    unsafe { ctx.read_at::<T>(offset) }.ok()
+fn field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: the offset and type come from the tracepoint's format; the
+    // verifier refuses a load outside the record.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).wrapping_add(offset) as *const T) }
 }
 
-/// A system call's arguments at `sys_enter`: the caller's saved registers,
-/// a BTF pointer (`struct pt_regs`), so reading one is a plain load the
-/// verifier checks against the kernel's type, not a helper call.
-#[derive(Clone, Copy)]
-struct Args(*const u8);
+/// A `syscalls/sys_exit_*` record's return value.
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    field(ctx, RET)
+}
 
-impl Args {
-    /// Argument `n` (0-5) by the x86_64 syscall convention: rdi, rsi, rdx,
-    /// r10, r8, r9, at their offsets in `struct pt_regs`.
+/// The arguments in a `syscalls/sys_enter_*` record: argument `n` at 16 + 8n.
+#[derive(Clone, Copy)]
+struct Args<'a>(&'a TracePointContext);
+
+impl Args<'_> {
     #[inline(always)]
     fn get(self, n: usize) -> u64 {
-        const REGS: [usize; 6] = [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8];
-        // SAFETY: a load from the kernel's pt_regs, which the verifier
-        // checks against its BTF type and makes fault-safe.
-        unsafe { core::ptr::read_volatile(self.0.wrapping_add(REGS[n % 6]) as *const u64) }
+        field(self.0, 16 + 8 * (n % 6))
     }
 }
 
-/// x86_64 numbers of the calls counted at entry. Sessions cannot make
-/// calls of another ABI (their seccomp filter kills the caller), so these
-/// are the only numbers a session's calls arrive with.
-mod nr {
-    pub const WRITE: i64 = 1;
-    pub const OPEN: i64 = 2;
-    pub const PWRITE64: i64 = 18;
-    pub const WRITEV: i64 = 20;
-    pub const CONNECT: i64 = 42;
-    pub const CLONE: i64 = 56;
-    pub const EXECVE: i64 = 59;
-    pub const CREAT: i64 = 85;
-    pub const OPENAT: i64 = 257;
-    pub const PWRITEV: i64 = 296;
-    pub const EXECVEAT: i64 = 322;
-    pub const PWRITEV2: i64 = 328;
-    pub const CLONE3: i64 = 435;
-    pub const OPENAT2: i64 = 437;
+// One program per kind of call: a per-call tracepoint costs a task only
+// when it makes that call (a raw `sys_enter` program would run for every
+// system call on the host; measured in docs/benchmarks.md).
+
+#[tracepoint]
+pub fn tp_enter_clone(ctx: TracePointContext) -> u32 {
+    if in_session().is_some() {
+        enter_clone(Args(&ctx));
+    }
+    0
 }
 
-/// `sys_enter` (the raw syscall tracepoint, BTF-typed: the caller's
-/// registers and the call's number), for every call the counters need at
-/// entry. One program at the syscall entry costs far less per call than
-/// the per-call `syscalls/sys_enter_*` tracepoints, which fill a perf
-/// trace record for every call they see (docs/benchmarks.md); the number
-/// is checked first, so other calls cost a few instructions.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn tp_sys_enter(ctx: BtfTracePointContext) -> u32 {
-    // SAFETY: sys_enter's arguments are (struct pt_regs *, long); the
-    // verifier checks both reads against the tracepoint's BTF prototype.
-    let (regs, id): (*const u8, i64) = unsafe { (ctx.arg(0), ctx.arg(1)) };
-    let args = Args(regs);
-    match id {
-        nr::WRITE | nr::PWRITE64 | nr::WRITEV | nr::PWRITEV | nr::PWRITEV2 => {
-            if let Some(s) = in_session() {
-                enter_write(&s, args);
-            }
-        }
-        nr::OPENAT | nr::OPEN | nr::CREAT | nr::OPENAT2 => {
-            if let Some(s) = in_session() {
-                match id {
-                    nr::OPENAT => enter_open(&s, args, args.get(2), 1),
-                    nr::OPEN => enter_open(&s, args, args.get(1), 0),
-                    nr::CREAT => enter_open(&s, args, O_WRONLY_CREAT_TRUNC, 0),
-                    _ => enter_openat2(&s, args),
-                }
-            }
-        }
-        nr::CLONE | nr::CLONE3 | nr::EXECVE | nr::EXECVEAT | nr::CONNECT => {
-            if in_session().is_some() {
-                match id {
-                    nr::CLONE => enter_clone(args),
-                    nr::CLONE3 => enter_clone3(args),
-                    nr::EXECVE => enter_exec(args, 0),
-                    nr::EXECVEAT => enter_exec(args, 1),
-                    _ => enter_connect(args),
-                }
-            }
-        }
-        _ => {}
+#[tracepoint]
+pub fn tp_enter_clone3(ctx: TracePointContext) -> u32 {
+    if in_session().is_some() {
+        enter_clone3(Args(&ctx));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_execve(ctx: TracePointContext) -> u32 {
+    if in_session().is_some() {
+        enter_exec(Args(&ctx), 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_execveat(ctx: TracePointContext) -> u32 {
+    if in_session().is_some() {
+        enter_exec(Args(&ctx), 1);
+    }
+    0
+}
+
+/// `openat` (path at arg 1, flags at arg 2).
+#[tracepoint]
+pub fn tp_enter_openat(ctx: TracePointContext) -> u32 {
+    if let Some(s) = in_session() {
+        let args = Args(&ctx);
+        enter_open(&s, args, args.get(2), 1);
+    }
+    0
+}
+
+/// `open` (path at arg 0, flags at arg 1).
+#[tracepoint]
+pub fn tp_enter_open(ctx: TracePointContext) -> u32 {
+    if let Some(s) = in_session() {
+        let args = Args(&ctx);
+        enter_open(&s, args, args.get(1), 0);
+    }
+    0
+}
+
+/// `creat` (path at arg 0).
+#[tracepoint]
+pub fn tp_enter_creat(ctx: TracePointContext) -> u32 {
+    if let Some(s) = in_session() {
+        enter_open(&s, Args(&ctx), O_WRONLY_CREAT_TRUNC, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_openat2(ctx: TracePointContext) -> u32 {
+    if let Some(s) = in_session() {
+        enter_openat2(&s, Args(&ctx));
+    }
+    0
+}
+
+/// `write`, `writev`, `pwrite64`, `pwritev`, `pwritev2`.
+#[tracepoint]
+pub fn tp_enter_write(ctx: TracePointContext) -> u32 {
+    if let Some(s) = in_session() {
+        enter_write(&s, Args(&ctx));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tp_enter_connect(ctx: TracePointContext) -> u32 {
+    if in_session().is_some() {
+        enter_connect(Args(&ctx));
     }
     0
 }
@@ -194,7 +224,7 @@ fn process_started(s: &Session) {
 
 /// `clone` (flags at arg 0): remembers a clone that makes a process.
 #[inline(always)]
-fn enter_clone(args: Args) {
+fn enter_clone(args: Args<'_>) {
     if args.get(0) & CLONE_THREAD == 0 {
         remember(1);
     }
@@ -202,7 +232,7 @@ fn enter_clone(args: Args) {
 
 /// `clone3`: the flags are the first field of the caller's `clone_args`.
 #[inline(always)]
-fn enter_clone3(args: Args) {
+fn enter_clone3(args: Args<'_>) {
     // SAFETY: reading 8 bytes of the caller's memory through the helper.
     if let Ok(flags) = unsafe { bpf_probe_read_user(args.get(0) as *const u64) } {
         if flags & CLONE_THREAD == 0 {
@@ -217,7 +247,7 @@ fn enter_clone3(args: Args) {
 pub fn tp_exit_clone(ctx: TracePointContext) -> u32 {
     if let Some(s) = in_session() {
         let pending = recall();
-        if read::<i64>(&ctx, RET).is_some_and(|r| r > 0) && pending.is_some() {
+        if ret(&ctx) > 0 && pending.is_some() {
             process_started(&s);
         }
     }
@@ -228,7 +258,7 @@ pub fn tp_exit_clone(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tp_exit_fork(ctx: TracePointContext) -> u32 {
     if let Some(s) = in_session() {
-        if read::<i64>(&ctx, RET).is_some_and(|r| r > 0) {
+        if ret(&ctx) > 0 {
             process_started(&s);
         }
     }
@@ -240,7 +270,7 @@ pub fn tp_exit_fork(ctx: TracePointContext) -> u32 {
 pub fn tp_process_exit(ctx: TracePointContext) -> u32 {
     const GROUP_DEAD: usize = 32;
     let Some(s) = in_session() else { return 0 };
-    if read::<u8>(&ctx, GROUP_DEAD).is_some_and(|d| d != 0) {
+    if field::<u8>(&ctx, GROUP_DEAD) != 0 {
         s.add(Counter::ProcessesAlive, u64::MAX); // wrapping: minus one
         // SAFETY: the current task is valid; the read goes through the helper.
         let status = unsafe {
@@ -268,7 +298,7 @@ pub fn tp_process_exec(_ctx: TracePointContext) -> u32 {
 /// `execve` (path at arg 0, argv at arg 1) and `execveat` (path at arg
 /// 1, argv at arg 2): begins the exec event, sent at the call's exit.
 #[inline(always)]
-fn enter_exec(args: Args, path_arg: usize) {
+fn enter_exec(args: Args<'_>, path_arg: usize) {
     let Some(ev) = EXEC_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: the per-CPU scratch slot is ours for the duration of this program.
     let ev = unsafe { &mut *ev };
@@ -313,7 +343,7 @@ pub fn tp_exit_exec(ctx: TracePointContext) -> u32 {
         Some(ev) => {
             // SAFETY: the entry is ours (keyed by this process) until removed below.
             let ev = unsafe { &mut *ev };
-            ev.result = read::<i64>(&ctx, RET).unwrap_or(0) as i32;
+            ev.result = ret(&ctx) as i32;
             // The header as of now: the pid is the group's after a successful exec.
             ev.header = s.header(EventKind::Exec as u32);
             s.emit_ref(ev);
@@ -337,7 +367,7 @@ fn writes(flags: u64) -> bool {
 /// Records an open's flags, and for an open for writing its path too
 /// (for reading too, when the session records reads).
 #[inline(always)]
-fn enter_open(s: &Session, args: Args, flags: u64, path_arg: usize) {
+fn enter_open(s: &Session, args: Args<'_>, flags: u64, path_arg: usize) {
     remember(flags);
     if !writes(flags) && !s.records_reads() {
         return;
@@ -355,7 +385,7 @@ fn enter_open(s: &Session, args: Args, flags: u64, path_arg: usize) {
 
 /// `openat2` (path at arg 1): the flags are the first field of the caller's `open_how`.
 #[inline(always)]
-fn enter_openat2(s: &Session, args: Args) {
+fn enter_openat2(s: &Session, args: Args<'_>) {
     // SAFETY: reading 8 bytes of the caller's memory through the helper.
     let flags = unsafe { bpf_probe_read_user(args.get(2) as *const u64) }.unwrap_or(0);
     enter_open(s, args, flags, 1);
@@ -391,7 +421,8 @@ fn finish_open(s: &Session, kind: EventKind, ret: i64) {
 pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
     if let Some(s) = in_session() {
         let flags = recall();
-        if let (Some(flags), Some(ret)) = (flags, read::<i64>(&ctx, RET)) {
+        if let Some(flags) = flags {
+            let ret = ret(&ctx);
             if writes(flags) {
                 if ret >= 0 {
                     s.add(Counter::FilesWritten, 1);
@@ -415,7 +446,7 @@ pub fn tp_exit_open(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tp_exit_destructive(ctx: TracePointContext) -> u32 {
     if let Some(s) = in_session() {
-        if read::<i64>(&ctx, RET) == Some(0) {
+        if ret(&ctx) == 0 {
             s.add(Counter::DestructiveOps, 1);
         }
     }
@@ -457,7 +488,7 @@ fn is_regular_file(fd: u64) -> bool {
 /// file. Past the `file_writes` limit the task is killed; that write
 /// itself still completes (the signal lands on the way back to user space).
 #[inline(always)]
-fn enter_write(s: &Session, args: Args) {
+fn enter_write(s: &Session, args: Args<'_>) {
     if is_regular_file(args.get(0)) {
         let n = s.add(Counter::FileWrites, 1);
         s.over_limit(Counter::FileWrites, n, 1, true);
@@ -472,7 +503,7 @@ const EACCES: i64 = 13;
 
 /// `connect` (fd, address, length): remembers an IP destination.
 #[inline(always)]
-fn enter_connect(args: Args) {
+fn enter_connect(args: Args<'_>) {
     let base = args.get(1) as *const u8;
     // SAFETY: reads of the caller's sockaddr through the helper, which fails cleanly.
     unsafe {
@@ -502,7 +533,8 @@ pub fn tp_exit_connect(ctx: TracePointContext) -> u32 {
     // SAFETY: the value is copied out before the entry is removed.
     let dest = unsafe { PENDING_CONNECT.get(&key) }.copied();
     let _ = PENDING_CONNECT.remove(&key);
-    let (Some(dest), Some(ret)) = (dest, read::<i64>(&ctx, RET)) else { return 0 };
+    let Some(dest) = dest else { return 0 };
+    let ret = ret(&ctx);
     if ret != -EACCES {
         return 0;
     }

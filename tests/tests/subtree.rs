@@ -54,12 +54,12 @@ fn a_recreated_sessions_cgroup_gets_the_network_rules_again() {
     refused(&case.probe(&["udp", &format!("127.0.0.2:{port}")]));
 }
 
-/// How many BPF links the kernel holds for the monitor's program at
-/// `sys_enter` (asked of the kernel, not of agent-guard's pins).
-fn sys_enter_links() -> usize {
+/// How many BPF links the kernel holds for the monitor's write-family
+/// program (asked of the kernel, not of agent-guard's pins).
+fn write_hook_links() -> usize {
     let programs: std::collections::HashSet<u32> = aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some("tp_sys_enter"))
+        .filter(|p| p.name_as_str() == Some("tp_enter_write"))
         .map(|p| p.id())
         .collect();
     aya::programs::loaded_links().filter_map(Result::ok).filter(|l| programs.contains(&l.program_id())).count()
@@ -92,16 +92,16 @@ fn system_wide_hooks_are_attached_only_while_a_session_runs() {
     // A session loads the instance; once it has ended, nothing is attached system-wide.
     assert_eq!(counted(&case), 1, "the probe's one write to a regular file");
     assert!(!system_hooks(&case), "no session runs, yet the system-wide hooks are attached");
-    assert_eq!(sys_enter_links(), 0, "the kernel still holds a link of tp_sys_enter with no session running");
+    assert_eq!(write_hook_links(), 0, "the kernel still holds a link of tp_enter_write with no session running");
 
-    // While a session runs they are attached, once.
+    // While a session runs they are attached, once: one link per write-family call.
     let mut running = case.command(&[], &[common::probe(), "sleep", "30"]).spawn().expect("spawn");
     case.wait_for_sessions(1);
     assert!(system_hooks(&case), "a session runs without the system-wide hooks");
-    assert_eq!(sys_enter_links(), 1, "the kernel should hold exactly one link of tp_sys_enter");
+    assert_eq!(write_hook_links(), 5, "write, writev, pwrite64, pwritev, pwritev2: one link of tp_enter_write each");
     let _ = running.kill();
     let _ = running.wait();
-    let detached = common::eventually(500, std::time::Duration::from_millis(10), || !system_hooks(&case) && sys_enter_links() == 0);
+    let detached = common::eventually(500, std::time::Duration::from_millis(10), || !system_hooks(&case) && write_hook_links() == 0);
     assert!(detached, "the last session ended but the system-wide hooks stayed");
 
     // Attached again for the next session, which is counted exactly.

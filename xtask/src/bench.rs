@@ -110,10 +110,6 @@ fn overhead(runs: usize) -> Result<()> {
         if !out.status.success() {
             bail!("`agent-guard monitor unload` kept an instance (sessions running?): {}", String::from_utf8_lossy(&out.stdout));
         }
-        // The kernel detaches a syscall tracepoint's probes after an RCU
-        // (tasks-trace) grace period: measured with perf, they still ran
-        // in the first ~0.5 s after the links went. "Bare" waits that out.
-        std::thread::sleep(Duration::from_millis(1500));
         Ok(())
     };
     // Another session, idle, so that the system-wide hooks are attached
@@ -147,14 +143,40 @@ fn overhead(runs: usize) -> Result<()> {
     for (name, workload) in &workloads {
         let mut samples: [Vec<Duration>; 4] = Default::default();
         // Interleaved, after one warm-up of each.
+        // Before each timed run: the previous run's output removed (else the
+        // write flood's O_TRUNC frees 100 MB inside the timing) and the page
+        // cache written back (else writeback of the last run competes with
+        // this one for the two CPUs).
+        let prepare = || -> Result<()> {
+            let _ = std::fs::remove_file(&out_file);
+            crate::run(&mut Command::new("sync"))
+        };
+        // The kernel drops a syscall tracepoint's probes after an RCU
+        // (tasks-trace) grace period: perf showed them still running ~0.5 s
+        // after the links went. Variants measured with the hooks detached
+        // wait that out, busy with the same workload (not asleep, which
+        // would measure a colder machine).
+        let settle = || -> Result<()> {
+            let settle = Instant::now();
+            while settle.elapsed() < Duration::from_millis(1500) {
+                time_inner(&run_args(false, workload), &dir)?;
+            }
+            Ok(())
+        };
         for i in 0..=runs {
             unload()?;
+            settle()?;
+            prepare()?;
             let b = time_inner(&run_args(false, workload), &dir)?;
             // Loads the instance again (outside the timed workload).
+            prepare()?;
             let s = time_inner(&run_args(true, workload), &dir)?;
             // The session is over; its instance stays loaded, idle.
+            settle()?;
+            prepare()?;
             let idle = time_inner(&run_args(false, workload), &dir)?;
             let mut other = other_session()?;
+            prepare()?;
             let busy = time_inner(&run_args(false, workload), &dir);
             // SIGTERM: the supervisor ends its session.
             Command::new("kill").arg(other.id().to_string()).status()?;

@@ -28,8 +28,7 @@ use std::{
 use agent_guard_common::session::{PortRanges, RingSlot, SessionState, COUNTERS, MAX_SESSIONS, NET_V4_KEY, NET_V6_KEY};
 use aya::{
     maps::{lpm_trie::Key, Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, RingBuf},
-    programs::{links::CgroupAttachMode, links::FdLink, BtfTracePoint, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
-    Btf,
+    programs::{links::CgroupAttachMode, links::FdLink, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
     EbpfLoader,
 };
 use sha2::Digest;
@@ -63,14 +62,22 @@ pub fn version() -> String {
 
 /// System-wide tracepoints: (program, category, tracepoint).
 const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tp_enter_clone", "syscalls", "sys_enter_clone"),
+    ("tp_enter_clone3", "syscalls", "sys_enter_clone3"),
     ("tp_exit_clone", "syscalls", "sys_exit_clone"),
     ("tp_exit_clone", "syscalls", "sys_exit_clone3"),
     ("tp_exit_fork", "syscalls", "sys_exit_fork"),
     ("tp_exit_fork", "syscalls", "sys_exit_vfork"),
     ("tp_process_exit", "sched", "sched_process_exit"),
     ("tp_process_exec", "sched", "sched_process_exec"),
+    ("tp_enter_execve", "syscalls", "sys_enter_execve"),
+    ("tp_enter_execveat", "syscalls", "sys_enter_execveat"),
     ("tp_exit_exec", "syscalls", "sys_exit_execve"),
     ("tp_exit_exec", "syscalls", "sys_exit_execveat"),
+    ("tp_enter_openat", "syscalls", "sys_enter_openat"),
+    ("tp_enter_open", "syscalls", "sys_enter_open"),
+    ("tp_enter_creat", "syscalls", "sys_enter_creat"),
+    ("tp_enter_openat2", "syscalls", "sys_enter_openat2"),
     ("tp_exit_open", "syscalls", "sys_exit_openat"),
     ("tp_exit_open", "syscalls", "sys_exit_open"),
     ("tp_exit_open", "syscalls", "sys_exit_creat"),
@@ -82,12 +89,14 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tp_exit_destructive", "syscalls", "sys_exit_renameat2"),
     ("tp_exit_destructive", "syscalls", "sys_exit_truncate"),
     ("tp_exit_destructive", "syscalls", "sys_exit_ftruncate"),
+    ("tp_enter_connect", "syscalls", "sys_enter_connect"),
     ("tp_exit_connect", "syscalls", "sys_exit_connect"),
+    ("tp_enter_write", "syscalls", "sys_enter_write"),
+    ("tp_enter_write", "syscalls", "sys_enter_writev"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwrite64"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwritev"),
+    ("tp_enter_write", "syscalls", "sys_enter_pwritev2"),
 ];
-
-/// The one program at every system call's entry (BTF tracepoint
-/// `sys_enter`): it dispatches on the call's number.
-const SYS_ENTER: &str = "tp_sys_enter";
 
 /// Programs attached to the cgroup that holds every session.
 const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
@@ -413,8 +422,7 @@ impl Shared {
 /// Loads the object, attaches every program, and pins maps and links in `dir`.
 fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     let offsets = btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), Path::new(btf::CACHE_DIR))?;
-    // Relocations need no kernel BTF (no CO-RE); the sys_enter program is
-    // loaded against it below.
+    // No program here needs kernel BTF (no tp_btf, no CO-RE).
     let mut loader = EbpfLoader::new();
     loader.btf(None);
     let mut ebpf = loader.override_global("KERNEL_OFFSETS", &offsets, true).load(crate::doctor::EBPF_OBJECT)?;
@@ -461,14 +469,6 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
             pin_prog(prog.pin(dir.join(format!("prog_{name}"))), dir, name)?;
         }
     }
-    let btf = Btf::from_sys_fs().map_err(|e| MonitorError::Program { name: SYS_ENTER, source: e.into() })?;
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(SYS_ENTER)
-        .ok_or(MonitorError::Program { name: SYS_ENTER, source: aya::programs::ProgramError::NotLoaded })?
-        .try_into()
-        .map_err(prog_err(SYS_ENTER))?;
-    prog.load("sys_enter", &btf).map_err(prog_err(SYS_ENTER))?;
-    pin_prog(prog.pin(dir.join(format!("prog_{SYS_ENTER}"))), dir, SYS_ENTER)?;
     // Which cgroup the hooks hang on (its inode), to notice its being recreated.
     let mut attached: Array<MapData, u64> = Array::create(1, 0).map_err(map_err("ATTACHED_TO"))?;
     let subtree_id = cgroup.metadata().map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?.ino();
@@ -516,9 +516,7 @@ fn attach_hooks(dir: &Path, into: &Path) -> Result<(), MonitorError> {
         let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
         pin_link(link, format!("link_{tracepoint}"))?;
     }
-    let mut prog = BtfTracePoint::from_pin(dir.join(format!("prog_{SYS_ENTER}"))).map_err(prog_err(SYS_ENTER))?;
-    let id = prog.attach().map_err(prog_err(SYS_ENTER))?;
-    pin_link(FdLink::from(prog.take_link(id).map_err(prog_err(SYS_ENTER))?), "link_sys_enter".to_owned())
+    Ok(())
 }
 
 /// The inode of the cgroup the instance in `dir` is attached to.

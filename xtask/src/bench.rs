@@ -139,9 +139,52 @@ fn overhead(runs: usize) -> Result<()> {
         }
         Ok(child)
     };
+    let instances_dirs = || -> Result<Vec<(std::path::PathBuf, bool)>> {
+        let out = Command::new(&ag).args(["monitor", "status", "--json"]).output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| Some((std::path::PathBuf::from(i["path"].as_str()?), i["current"].as_bool()?)))
+            .collect())
+    };
+    // For attribution only: the workload in a session whose system-wide
+    // hooks were detached by hand (their pins removed while the session
+    // waits to start it), so that it pays the sandbox (landlock, seccomp)
+    // and not the monitor's tracepoints. The monitor never runs a session
+    // like this on its own.
+    let sandbox_only = |workload: &[String]| -> Result<Duration> {
+        let _ = std::fs::remove_file(&out_file);
+        crate::run(&mut Command::new("sync"))?;
+        let mut argv = run_args(true, &[]);
+        argv.truncate(argv.len() - 2); // without `probe time`
+        argv.extend(["/bin/sh".into(), "-c".into(), "sleep 2; exec \"$@\"".into(), "sh".into(), probe.to_string_lossy().into_owned(), "time".into()]);
+        argv.extend(workload.iter().cloned());
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(300));
+        for (instance, current) in instances_dirs()? {
+            if current {
+                std::fs::remove_dir_all(instance.join("hooks"))?;
+            }
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("{argv:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|_| anyhow::anyhow!("{argv:?} printed no time"))?;
+        Ok(Duration::from_nanos(ns))
+    };
     let mut rows = Vec::new();
     for (name, workload) in &workloads {
-        let mut samples: [Vec<Duration>; 4] = Default::default();
+        let mut samples: [Vec<Duration>; 5] = Default::default();
         // Interleaved, after one warm-up of each.
         // Before each timed run: the previous run's output removed (else the
         // write flood's O_TRUNC frees 100 MB inside the timing) and the page
@@ -182,35 +225,30 @@ fn overhead(runs: usize) -> Result<()> {
             Command::new("kill").arg(other.id().to_string()).status()?;
             other.wait()?;
             let busy = busy?;
+            let sandbox = sandbox_only(workload)?;
             if i > 0 {
-                for (v, x) in samples.iter_mut().zip([b, s, idle, busy]) {
+                for (v, x) in samples.iter_mut().zip([b, s, idle, busy, sandbox]) {
                     v.push(x);
                 }
             }
         }
-        let [b, s, idle, busy] = samples.map(|mut v| median(&mut v));
-        rows.push((name.to_string(), b, s, idle, busy));
+        let [b, s, idle, busy, sandbox] = samples.map(|mut v| median(&mut v));
+        rows.push((name.to_string(), b, s, idle, busy, sandbox));
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("monitor overhead, median of {runs} interleaved runs ({})", std::env::consts::ARCH);
-    println!("| workload | bare | in a session | ratio | outside, no session running | ratio | outside, while a session runs | ratio |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (name, b, s, idle, busy) in rows {
+    println!("| workload | bare | in a session | ratio | in a session, hooks detached (sandbox only) | ratio | outside, no session running | ratio | outside, while a session runs | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, b, s, idle, busy, sandbox) in rows {
         let r = |x: Duration| x.as_secs_f64() / b.as_secs_f64();
-        println!(
-            "| {name} | {:.1} ms | {:.1} ms | {:.3} | {:.1} ms | {:.3} | {:.1} ms | {:.3} |",
-            ms(b),
-            ms(s),
-            r(s),
-            ms(idle),
-            r(idle),
-            ms(busy),
-            r(busy)
-        );
+        print!("| {name} | {:.1} ms ", ms(b));
+        for x in [s, sandbox, idle, busy] {
+            print!("| {:.1} ms | {:.3} ", ms(x), r(x));
+        }
+        println!("|");
     }
     Ok(())
 }
-
 
 const KILL_PROFILE: &str = r#"[role]
 name = "killbench"

@@ -490,6 +490,10 @@ fn pin_prog(result: Result<(), aya::pin::PinError>, dir: &Path, name: &str) -> R
     result.map_err(|e| MonitorError::Pin { path: dir.join(format!("prog_{name}")), source: std::io::Error::other(e) })
 }
 
+/// How long attaching waits for the kernel to finish detaching the same
+/// program from the same tracepoint (normally milliseconds).
+const DETACH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where an instance's system-wide links live while attached.
 const HOOKS: &str = "hooks";
 
@@ -510,9 +514,28 @@ fn attach_hooks(dir: &Path, into: &Path) -> Result<(), MonitorError> {
         path: crate::doctor::TRACEFS.to_owned(),
         source: std::io::Error::from(e),
     })?;
+    let started = std::time::Instant::now();
+    let mut waited = false;
     for &(name, category, tracepoint) in TRACEPOINTS {
         let mut prog = TracePoint::from_pin(dir.join(format!("prog_{name}"))).map_err(prog_err(name))?;
-        let id = prog.attach(category, tracepoint).map_err(prog_err(name))?;
+        // Right after the last session detached them, the kernel may still
+        // hold the previous attachment (a link's release waits for an RCU
+        // grace period and a workqueue), and refuses the same program on
+        // the same tracepoint again with EEXIST until it lets go.
+        let id = loop {
+            match prog.attach(category, tracepoint) {
+                Err(aya::programs::ProgramError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) && started.elapsed() < DETACH_PATIENCE =>
+                {
+                    if !waited {
+                        tracing::debug!("{tracepoint}: the previous attachment is still being released; waiting");
+                        waited = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                result => break result.map_err(prog_err(name))?,
+            }
+        };
         let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
         pin_link(link, format!("link_{tracepoint}"))?;
     }

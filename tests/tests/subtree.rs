@@ -54,15 +54,21 @@ fn a_recreated_sessions_cgroup_gets_the_network_rules_again() {
     refused(&case.probe(&["udp", &format!("127.0.0.2:{port}")]));
 }
 
-/// How many BPF links the kernel holds for the monitor's write-family
-/// program (asked of the kernel, not of agent-guard's pins).
-fn write_hook_links() -> usize {
-    let programs: std::collections::HashSet<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some("tp_enter_write"))
-        .map(|p| p.id())
-        .collect();
-    aya::programs::loaded_links().filter_map(Result::ok).filter(|l| programs.contains(&l.program_id())).count()
+/// How many BPF links the kernel holds for the current instance's
+/// write-family program (asked of the kernel, not of agent-guard's link
+/// pins; the program is found by its pin).
+fn write_hook_links(case: &Case) -> usize {
+    let pin = current_instance(case).join("prog_tp_enter_write");
+    let id = aya::programs::ProgramInfo::from_pin(&pin).unwrap_or_else(|e| panic!("{}: {e}", pin.display())).id();
+    aya::programs::loaded_links().filter_map(Result::ok).filter(|l| l.program_id() == id).count()
+}
+
+/// This binary's instance, from `monitor status --json`.
+fn current_instance(case: &Case) -> std::path::PathBuf {
+    let out = case.ag(&["monitor", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let current = v.as_array().expect("array").iter().find(|i| i["current"] == true).cloned().expect("this binary's instance");
+    std::path::PathBuf::from(current["path"].as_str().expect("path"))
 }
 
 /// The current instance's `system_hooks`, from `monitor status --json`.
@@ -92,16 +98,18 @@ fn system_wide_hooks_are_attached_only_while_a_session_runs() {
     // A session loads the instance; once it has ended, nothing is attached system-wide.
     assert_eq!(counted(&case), 1, "the probe's one write to a regular file");
     assert!(!system_hooks(&case), "no session runs, yet the system-wide hooks are attached");
-    assert_eq!(write_hook_links(), 0, "the kernel still holds a link of tp_enter_write with no session running");
+    // The kernel releases an unpinned link after an RCU grace period.
+    let released = common::eventually(500, std::time::Duration::from_millis(10), || write_hook_links(&case) == 0);
+    assert!(released, "the kernel still holds a link of tp_enter_write with no session running");
 
     // While a session runs they are attached, once: one link per write-family call.
     let mut running = case.command(&[], &[common::probe(), "sleep", "30"]).spawn().expect("spawn");
     case.wait_for_sessions(1);
     assert!(system_hooks(&case), "a session runs without the system-wide hooks");
-    assert_eq!(write_hook_links(), 5, "write, writev, pwrite64, pwritev, pwritev2: one link of tp_enter_write each");
+    assert_eq!(write_hook_links(&case), 5, "write, writev, pwrite64, pwritev, pwritev2: one link of tp_enter_write each");
     let _ = running.kill();
     let _ = running.wait();
-    let detached = common::eventually(500, std::time::Duration::from_millis(10), || !system_hooks(&case) && write_hook_links() == 0);
+    let detached = common::eventually(500, std::time::Duration::from_millis(10), || !system_hooks(&case) && write_hook_links(&case) == 0);
     assert!(detached, "the last session ended but the system-wide hooks stayed");
 
     // Attached again for the next session, which is counted exactly.

@@ -10,19 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{agent_guard, base_profile, stderr, stdout, Case};
-
-struct Daemon {
-    child: Child,
-    socket: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{agent_guard, base_profile, spawn_daemon, stderr, stdout, Case, Daemon};
 
 fn start_daemon(case: &Case, operator_group: Option<&str>) -> Daemon {
     if let Some(g) = operator_group {
@@ -31,27 +19,6 @@ fn start_daemon(case: &Case, operator_group: Option<&str>) -> Daemon {
         std::fs::write(case.config(), config).expect("config");
     }
     spawn_daemon(case)
-}
-
-/// Starts the daemon with the case's config as it stands; roles resolve
-/// in the case's directory (where its profile is).
-fn spawn_daemon(case: &Case) -> Daemon {
-    let socket = case.dir.path().join("control.sock");
-    let child = Command::new(agent_guard())
-        .env("AGENT_GUARD_CONFIG", case.config())
-        .env("AGENT_GUARD_PROFILES", case.dir.path())
-        .arg("daemon")
-        .spawn()
-        .expect("daemon");
-    // Dropped (killed and reaped) on every path from here.
-    let daemon = Daemon { child, socket };
-    for _ in 0..500 {
-        if UnixStream::connect(&daemon.socket).is_ok() {
-            return daemon;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the daemon never listened on {}", daemon.socket.display());
 }
 
 fn request(socket: &std::path::Path, line: &str) -> serde_json::Value {

@@ -7,7 +7,8 @@
 //!   session: the monitor's cgroup hooks hung on the old one, so it must be
 //!   attached again, or the new sessions would run without their network
 //!   rules.
-//! - The system-wide tracepoints are attached only while a session runs.
+//! - The system-wide tracepoints are attached only while a session runs
+//!   (through the daemon, until `[monitor] hooks_linger` after the last).
 
 mod common;
 
@@ -114,4 +115,34 @@ fn system_wide_hooks_are_attached_only_while_a_session_runs() {
 
     // Attached again for the next session, which is counted exactly.
     assert_eq!(counted(&case), 1, "a session after a detach is counted again");
+}
+
+/// Through the daemon, the last session to end leaves the hooks attached
+/// (back-to-back sessions need not attach them again); the daemon detaches
+/// them once no session has run for `[monitor] hooks_linger`.
+#[test]
+fn the_daemon_detaches_the_hooks_after_hooks_linger() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case::new("linger", &base_profile(""));
+    let base_config = std::fs::read_to_string(case.config()).expect("config");
+    let with_linger = |linger: &str| {
+        std::fs::write(case.config(), format!("{base_config}[monitor]\nhooks_linger = {linger:?}\n")).expect("config");
+        common::spawn_daemon(&case)
+    };
+    let written = case.work().join("out/linger.txt");
+    let detached = |case: &Case| common::eventually(1000, std::time::Duration::from_millis(10), || !system_hooks(case) && write_hook_links(case) == 0);
+    // A long linger: after a session through the daemon, the hooks stay...
+    let mut daemon = with_linger("1h");
+    allowed(&case.probe(&["write", written.to_str().expect("utf-8")]));
+    assert!(system_hooks(&case), "the daemon's last session detached the hooks despite hooks_linger");
+    assert_eq!(write_hook_links(&case), 5);
+    // ...until the daemon is stopped, which detaches them as it goes.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(daemon.child.wait().expect("wait").code(), Some(0), "the daemon should exit cleanly on SIGTERM");
+    assert!(detached(&case), "the stopped daemon left the idle hooks attached");
+    // A short linger: the daemon detaches them by itself (it checks twice a second).
+    let _daemon = with_linger("1s");
+    allowed(&case.probe(&["write", written.to_str().expect("utf-8")]));
+    assert!(detached(&case), "the daemon never detached the idle hooks");
 }

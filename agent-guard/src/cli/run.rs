@@ -106,6 +106,8 @@ pub struct Inputs {
     pub env: Vec<(OsString, OsString)>,
     pub observe: bool,
     pub record_io: bool,
+    /// Run by the daemon's supervisor: see [`RunRequest::linger_hooks`].
+    pub linger_hooks: bool,
 }
 
 pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
@@ -141,6 +143,7 @@ pub fn run(args: RunArgs, config: Option<&Path>) -> anyhow::Result<i32> {
         env: std::env::vars_os().collect(),
         observe: args.observe,
         record_io: args.record_io,
+        linger_hooks: false,
     };
     execute(&host, inputs)
 }
@@ -213,6 +216,7 @@ pub fn execute(host: &crate::profile::HostConfig, inputs: Inputs) -> anyhow::Res
         journal: Some(journal),
         state_dir: host.state_dir.clone(),
         journald_socket: Some(host.journald_socket.clone()),
+        linger_hooks: inputs.linger_hooks,
     })?;
     let mut summary = crate::session::summary::Summary::new(&outcome, &role, inputs.agent.as_deref());
     summary.observe = inputs.observe;
@@ -310,6 +314,7 @@ pub fn supervise(config: Option<&Path>) -> anyhow::Result<i32> {
             env: spec.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect(),
             observe: spec.observe,
             record_io: spec.record_io,
+            linger_hooks: true,
         };
         execute(&host, inputs)
     })();

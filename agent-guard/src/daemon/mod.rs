@@ -116,6 +116,40 @@ fn load_monitor() {
     }
 }
 
+/// Detaches the monitor's system-wide hooks once no session has been
+/// registered for `linger` (the daemon's sessions leave them attached, so
+/// that back-to-back sessions do not attach them each time). Checks
+/// twice a second, under the pin lock.
+fn detach_idle_hooks(linger: Duration) {
+    use crate::monitor::shared;
+    let tick = Duration::from_millis(500);
+    let mut idle_since: Option<std::time::Instant> = None;
+    loop {
+        std::thread::sleep(tick);
+        // Nothing attached (the usual case): no lock, no map reads.
+        if !shared::instances().iter().any(|(dir, _)| shared::hooks_attached(dir)) {
+            idle_since = None;
+            continue;
+        }
+        let Ok(_lock) = shared::PinLock::take(&shared::pin_root()) else { continue };
+        let mut busy = false;
+        let instances = shared::open_all();
+        for instance in &instances {
+            busy |= !instance.sessions().is_empty();
+        }
+        if busy {
+            idle_since = None;
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= linger {
+            for instance in &instances {
+                instance.hooks_off_if_idle();
+            }
+        }
+    }
+}
+
 /// Connections a non-operator user may hold open at once: enough for any
 /// honest use, too few to starve the threads operators need.
 const MAX_CONNECTIONS_PER_USER: usize = 8;
@@ -325,7 +359,28 @@ pub fn run(host: HostConfig, config: Option<&Path>, socket: &Path) -> Result<(),
     let listener = UnixListener::bind(socket).map_err(io(socket))?;
     // Anyone may connect; what they may do is decided per request from their credentials.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(io(socket))?;
+    // SIGTERM/SIGINT (`systemctl stop`): blocked in every thread (before
+    // the first is spawned), taken by one that detaches idle hooks before
+    // the daemon exits (the sessions, and the hooks they need, live on
+    // without it). Supervisors start with an empty mask (std resets it).
+    let stop = [libc::SIGTERM, libc::SIGINT];
+    crate::session::block(&stop);
     load_monitor();
+    let linger = host.monitor.hooks_linger.0;
+    std::thread::spawn(move || detach_idle_hooks(linger));
+    std::thread::spawn(move || {
+        let set = crate::session::sigset(&stop);
+        let mut sig = 0;
+        // SAFETY: waiting for one of the signals blocked above, into a local.
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        if let Ok(_lock) = crate::monitor::shared::PinLock::take(&crate::monitor::shared::pin_root()) {
+            for instance in crate::monitor::shared::open_all() {
+                instance.hooks_off_if_idle();
+            }
+        }
+        eprintln!("agent-guard daemon: stopping on signal {sig}");
+        std::process::exit(0);
+    });
     eprintln!("agent-guard daemon: serving {}", socket.display());
     let served = Arc::new(Served { host, config: config.map(Path::to_owned), operator_gid });
     let open: Open = Arc::default();

@@ -77,6 +77,9 @@ pub struct Monitor {
     pub loaded_instance: bool,
     /// The events ring buffer's size in bytes.
     pub ring_bytes: u32,
+    /// Whether ending the last session detaches the system-wide hooks
+    /// (else the daemon does, after `[monitor] hooks_linger`).
+    pub detach_when_idle: bool,
 }
 
 impl Drop for Monitor {
@@ -85,7 +88,9 @@ impl Drop for Monitor {
         // hooks, and none may register between the check and the detach.
         let _lock = shared::PinLock::take(&shared::pin_root());
         self.shared.forget(self.cgroup_id);
-        self.shared.hooks_off_if_idle();
+        if self.detach_when_idle {
+            self.shared.hooks_off_if_idle();
+        }
     }
 }
 
@@ -129,6 +134,7 @@ impl Monitor {
             load_time: started.elapsed(),
             loaded_instance: matches!(loaded, shared::Loaded::Now(_)),
             ring_bytes,
+            detach_when_idle: true,
         })
     }
 

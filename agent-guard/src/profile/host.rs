@@ -45,6 +45,8 @@ pub struct HostConfig {
     /// role not granted here.
     #[serde(default)]
     pub grants: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub monitor: MonitorConfig,
 }
 
 fn default_journald_socket() -> PathBuf {
@@ -74,6 +76,7 @@ impl Default for HostConfig {
             operator_group: None,
             journald_socket: default_journald_socket(),
             grants: BTreeMap::new(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -119,6 +122,28 @@ fn default_max_file_size() -> super::ByteSize {
 impl Default for JournalConfig {
     fn default() -> JournalConfig {
         JournalConfig { dir: default_journal_dir(), max_file_size: default_max_file_size() }
+    }
+}
+
+/// `[monitor]`: the shared eBPF monitor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// How long the daemon keeps the monitor's system-wide tracepoints
+    /// attached after its last session ended, so that the next session
+    /// need not attach them again (a few ms). Sessions `run` without the
+    /// daemon detach them at once.
+    #[serde(default = "default_hooks_linger")]
+    pub hooks_linger: super::HumanDuration,
+}
+
+fn default_hooks_linger() -> super::HumanDuration {
+    super::HumanDuration(std::time::Duration::from_secs(10))
+}
+
+impl Default for MonitorConfig {
+    fn default() -> MonitorConfig {
+        MonitorConfig { hooks_linger: default_hooks_linger() }
     }
 }
 

@@ -99,6 +99,10 @@ pub struct RunRequest {
     pub state_dir: PathBuf,
     /// The systemd journal's socket: alerts also go there when it exists.
     pub journald_socket: Option<PathBuf>,
+    /// Leave the monitor's system-wide hooks attached if this is the last
+    /// session to end (the daemon detaches them once the host has been
+    /// idle for `[monitor] hooks_linger`).
+    pub linger_hooks: bool,
 }
 
 /// Why a session ended.
@@ -272,7 +276,8 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The session is registered with the monitor before the agent joins its cgroup.
     let monitor = match Monitor::attach(policy, &cgroup.v2, policy.baseline.record_reads || req.observe) {
-        Ok(m) => {
+        Ok(mut m) => {
+            m.detach_when_idle = !req.linger_hooks;
             tracing::debug!(session = %session, loaded_instance = m.loaded_instance, "monitor registration took {:?}", m.load_time);
             Some(m)
         }

@@ -241,3 +241,37 @@ pub fn refused(out: &Output) {
     assert_eq!(out.status.code(), Some(1), "expected refusal; stdout: {} stderr: {}", stdout(out), stderr(out));
     assert!(stdout(out).contains("REFUSED"), "stdout: {}", stdout(out));
 }
+
+/// A daemon started for a test; killed and reaped when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the daemon with the case's config as it stands; roles resolve
+/// in the case's directory (where its profile is).
+pub fn spawn_daemon(case: &Case) -> Daemon {
+    let socket = case.dir.path().join("control.sock");
+    let child = Command::new(agent_guard())
+        .env("AGENT_GUARD_CONFIG", case.config())
+        .env("AGENT_GUARD_PROFILES", case.dir.path())
+        .arg("daemon")
+        .spawn()
+        .expect("daemon");
+    // Dropped (killed and reaped) on every path from here.
+    let daemon = Daemon { child, socket };
+    for _ in 0..500 {
+        if std::os::unix::net::UnixStream::connect(&daemon.socket).is_ok() {
+            return daemon;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the daemon never listened on {}", daemon.socket.display());
+}

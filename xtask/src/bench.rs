@@ -13,7 +13,7 @@ use crate::root;
 
 #[derive(Subcommand)]
 pub enum Which {
-    /// Start-up: `agent-guard run --role readonly-summarizer -- /bin/true` beside bare /bin/true and bubblewrap
+    /// Start-up: `agent-guard run --role readonly-summarizer -- /bin/true` beside bare /bin/true and bubblewrap, with another session running and on an idle host
     Startup {
         /// Runs per variant
         #[arg(long, default_value_t = 200)]
@@ -359,58 +359,103 @@ fn startup(runs: usize) -> Result<()> {
     let daemon_config = dir.join("daemon.toml");
     let socket = dir.join("control.sock");
     std::fs::write(&daemon_config, format!("socket = {socket:?}\n"))?;
+    let run = vec![ag.clone(), "run".into(), "--quiet".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()];
+    let baselines = || {
+        vec![
+            Variant { name: "bare /bin/true", argv: argv(&["/bin/true"]), config: None, samples: Vec::new() },
+            Variant {
+                name: "bwrap --unshare-all",
+                argv: argv(&["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "/bin/true"]),
+                config: None,
+                samples: Vec::new(),
+            },
+        ]
+    };
+
+    // 1. A host where a session is running: the monitor's system-wide
+    // hooks are attached already, each start only registers.
+    let Setup { probe, profile, dir: other_dir, .. } = setup("startup", BENCH_PROFILE)?;
+    let mut other = Command::new(&ag)
+        .args(["run", "--quiet", "--profile"])
+        .arg(&profile)
+        .arg("--workdir")
+        .arg(&other_dir)
+        .arg("--")
+        .arg(&probe)
+        .args(["sleep", "3600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
     let mut daemon = Command::new(&ag).env("AGENT_GUARD_CONFIG", &daemon_config).arg("daemon").stderr(Stdio::null()).spawn()?;
     let waiting = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         if waiting.elapsed() > Duration::from_secs(30) {
             let _ = daemon.kill();
+            let _ = other.kill();
             bail!("the daemon never listened on {}", socket.display());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let run = vec![ag, "run".into(), "--quiet".into(), "--role".into(), "readonly-summarizer".into(), "--".into(), "/bin/true".into()];
-    let mut variants = vec![
-        Variant { name: "bare /bin/true", argv: argv(&["/bin/true"]), config: None, samples: Vec::new() },
-        Variant {
-            name: "bwrap --unshare-all",
-            argv: argv(&["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all", "/bin/true"]),
-            config: None,
-            samples: Vec::new(),
-        },
+    let mut busy = baselines();
+    busy.extend([
         Variant { name: "agent-guard run (readonly-summarizer)", argv: run.clone(), config: None, samples: Vec::new() },
         Variant { name: "agent-guard run, journal on tmpfs", argv: run.clone(), config: Some(tmpfs_config), samples: Vec::new() },
-        Variant { name: "agent-guard run through the daemon", argv: run, config: Some(daemon_config), samples: Vec::new() },
-    ];
-    // Warm up, then interleave the variants so that machine noise hits all alike.
-    for v in &mut variants {
+        Variant { name: "agent-guard run through the daemon", argv: run.clone(), config: Some(daemon_config), samples: Vec::new() },
+    ]);
+    let measured = measure_startup(&mut busy, runs);
+    // SIGTERM: the daemon exits, the session ends; then the host is idle.
+    for pid in [daemon.id(), other.id()] {
+        Command::new("kill").arg(pid.to_string()).status()?;
+    }
+    let _ = daemon.wait();
+    let _ = other.wait();
+    measured?;
+
+    // 2. An idle host: each start attaches the system-wide hooks, each end
+    // detaches them (no daemon keeps them).
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut idle = baselines();
+    idle.push(Variant { name: "agent-guard run (readonly-summarizer), idle host", argv: run, config: None, samples: Vec::new() });
+    let measured = measure_startup(&mut idle, runs);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
+    let _ = std::fs::remove_dir_all(format!("/dev/shm/ag-startup-{}", std::process::id()));
+    measured?;
+
+    println!("start-up, {runs} runs each, interleaved ({})", std::env::consts::ARCH);
+    for (title, variants) in [("another session running (hooks attached)", &mut busy), ("idle host (each run attaches and detaches the hooks)", &mut idle)] {
+        println!("\n{title}:\n");
+        let bwrap = median(&mut variants[1].samples.clone());
+        println!("| variant | median | p10 | p90 | ratio to bwrap |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for v in variants.iter_mut() {
+            let med = median(&mut v.samples);
+            let pct = |p: usize| v.samples[(v.samples.len() - 1) * p / 100];
+            println!(
+                "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} |",
+                v.name,
+                ms(med),
+                ms(pct(10)),
+                ms(pct(90)),
+                med.as_secs_f64() / bwrap.as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Warms each variant up, then runs them interleaved so that machine noise
+/// hits all alike.
+fn measure_startup(variants: &mut [Variant], runs: usize) -> Result<()> {
+    for v in variants.iter_mut() {
         for _ in 0..5 {
             time_once(&v.argv, v.config.as_deref())?;
         }
     }
     for _ in 0..runs {
-        for v in &mut variants {
+        for v in variants.iter_mut() {
             v.samples.push(time_once(&v.argv, v.config.as_deref())?);
         }
-    }
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(format!("/dev/shm/ag-startup-{}", std::process::id()));
-    let bwrap = median(&mut variants[1].samples.clone());
-    println!("start-up, {runs} runs each, interleaved ({})", std::env::consts::ARCH);
-    println!("| variant | median | p10 | p90 | ratio to bwrap |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for v in &mut variants {
-        let med = median(&mut v.samples);
-        let pct = |p: usize| v.samples[(v.samples.len() - 1) * p / 100];
-        println!(
-            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} |",
-            v.name,
-            ms(med),
-            ms(pct(10)),
-            ms(pct(90)),
-            med.as_secs_f64() / bwrap.as_secs_f64()
-        );
     }
     Ok(())
 }

@@ -131,10 +131,16 @@ fn detach_idle_hooks(linger: Duration) {
             idle_since = None;
             continue;
         }
-        let Ok(_lock) = shared::PinLock::take(&shared::pin_root()) else { continue };
+        let Ok(lock) = shared::PinLock::take(&shared::pin_root()) else { continue };
         let mut busy = false;
-        let instances = shared::open_all();
-        for instance in &instances {
+        let mut instances = shared::open_all();
+        let subtree = shared::sessions_subtree();
+        for instance in &mut instances {
+            // Entries whose cgroup is gone (supervisor and guardian both
+            // killed) would keep the hooks attached for good.
+            if let Some(subtree) = &subtree {
+                instance.sweep(subtree);
+            }
             busy |= !instance.sessions().is_empty();
         }
         if busy {
@@ -144,7 +150,7 @@ fn detach_idle_hooks(linger: Duration) {
         let since = *idle_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() >= linger {
             for instance in &instances {
-                instance.hooks_off_if_idle();
+                instance.hooks_off_if_idle(&lock);
             }
         }
     }
@@ -373,9 +379,9 @@ pub fn run(host: HostConfig, config: Option<&Path>, socket: &Path) -> Result<(),
         let mut sig = 0;
         // SAFETY: waiting for one of the signals blocked above, into a local.
         while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
-        if let Ok(_lock) = crate::monitor::shared::PinLock::take(&crate::monitor::shared::pin_root()) {
+        if let Ok(lock) = crate::monitor::shared::PinLock::take(&crate::monitor::shared::pin_root()) {
             for instance in crate::monitor::shared::open_all() {
-                instance.hooks_off_if_idle();
+                instance.hooks_off_if_idle(&lock);
             }
         }
         eprintln!("agent-guard daemon: stopping on signal {sig}");

@@ -86,10 +86,10 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         // Under the pin lock: the last session out detaches the system-wide
         // hooks, and none may register between the check and the detach.
-        let _lock = shared::PinLock::take(&shared::pin_root());
+        let lock = shared::PinLock::take(&shared::pin_root());
         self.shared.forget(self.cgroup_id);
-        if self.detach_when_idle {
-            self.shared.hooks_off_if_idle();
+        if let (true, Ok(lock)) = (self.detach_when_idle, &lock) {
+            self.shared.hooks_off_if_idle(lock);
         }
     }
 }
@@ -108,7 +108,7 @@ impl Monitor {
         let subtree = cgroup_dir.parent().unwrap_or(cgroup_dir);
         let rules = rules::Rules::from_policy(policy)?;
         let ring_bytes = ring_bytes_override().unwrap_or(DEFAULT_RING_BYTES);
-        let (mut shared, loaded, _lock) = shared::Shared::ensure(subtree)?;
+        let (mut shared, loaded, lock) = shared::Shared::ensure(subtree)?;
         shared.sweep(subtree);
         let on_limit = match policy.limits.on_limit {
             OnLimit::Kill => ON_LIMIT_KILL,
@@ -120,7 +120,7 @@ impl Monitor {
         for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {
             state.counters[c as usize] = 1;
         }
-        let events = match shared.hooks_on().and_then(|()| shared.register(cgroup_id, state, ring_bytes, &rules)) {
+        let events = match shared.hooks_on(&lock).and_then(|()| shared.register(cgroup_id, state, ring_bytes, &rules)) {
             Ok(ring) => ring,
             Err(e) => {
                 shared.forget(cgroup_id);

@@ -330,7 +330,7 @@ impl Shared {
     /// registering a session, with the pin lock held. Built in a scratch
     /// directory and renamed into place, so `hooks/` never exists half
     /// attached; a failure leaves them detached and refuses the session.
-    pub fn hooks_on(&self) -> Result<(), MonitorError> {
+    pub fn hooks_on(&self, _held: &PinLock) -> Result<(), MonitorError> {
         if self.dir.join(HOOKS).is_dir() {
             return Ok(());
         }
@@ -346,11 +346,12 @@ impl Shared {
         done
     }
 
-    /// Detaches the system-wide hooks if no session is registered. Call
-    /// with the pin lock held (a session registering meanwhile would find
-    /// them gone).
-    pub fn hooks_off_if_idle(&self) {
-        if !self.dir.join(HOOKS).is_dir() || !self.sessions().is_empty() {
+    /// Detaches the system-wide hooks if no session is registered, under
+    /// the pin lock (a session registering meanwhile would find them gone).
+    /// A session map that cannot be read counts as busy.
+    pub fn hooks_off_if_idle(&self, _held: &PinLock) {
+        let idle = self.sessions.keys().next().is_none();
+        if !idle || !self.dir.join(HOOKS).is_dir() {
             return;
         }
         let old = self.dir.join(format!("{HOOKS}_old"));
@@ -636,10 +637,12 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
 /// Forgets the session `cgroup` in every pinned instance (for whoever
 /// cleans up after a supervisor that could not).
 pub fn forget_everywhere(cgroup: u64) {
-    let _lock = PinLock::take(&pin_root());
+    let lock = PinLock::take(&pin_root());
     for mut shared in open_all() {
         shared.forget(cgroup);
-        shared.hooks_off_if_idle();
+        if let Ok(lock) = &lock {
+            shared.hooks_off_if_idle(lock);
+        }
     }
 }
 

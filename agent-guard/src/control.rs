@@ -155,17 +155,17 @@ pub fn list(host: &HostConfig, caller: Caller) -> Result<Vec<SessionView>, Contr
 }
 
 /// Kills one session and waits until its processes are gone. An orphaned
-/// session (no supervisor left to do it) is also cleaned up here: its
-/// cgroup, its registry record, its entries in the monitor's maps.
+/// session (no supervisor left to do it) is also cleaned up here, as its
+/// guardian would have: its cgroups, its registry files, its entries in
+/// the monitor's maps.
 fn end(registry: &Registry, record: &SessionRecord, ending: &Ending) -> Result<(), ControlError> {
     registry.mark_ending(&record.session, ending)?;
-    crate::sandbox::cgroup::kill_cgroup(&record.cgroup, || {})?;
     if state(&record.cgroup, record.supervisor_pid) == "orphaned" {
-        let _ = std::fs::remove_dir(&record.cgroup);
-        registry.remove(&record.session);
-        if let Some(id) = record.cgroup_id {
-            crate::monitor::shared::forget_everywhere(id);
-        }
+        let roots = crate::sandbox::cgroup::CgroupRoots::discover(Path::new("/proc/self/mountinfo"))?;
+        let cgroup = crate::sandbox::cgroup::SessionCgroup::existing(&roots, record.cgroup.clone(), &record.session);
+        crate::session::guardian::clean_up(&cgroup, &registry.files(&record.session), record.cgroup_id)?;
+    } else {
+        crate::sandbox::cgroup::kill_cgroup(&record.cgroup, || {})?;
     }
     Ok(())
 }

@@ -180,7 +180,8 @@ fn supervisors_of(case: &Case) -> Vec<i32> {
 
 #[test]
 fn an_orphaned_session_is_shown_so_and_kill_cleans_it_up() {
-    let case = Case::new("orphan", &forking_profile(""));
+    // Memory and process limits: on a hybrid host they live in v1 cgroups too, which must go as well.
+    let case = Case::new("orphan", &forking_profile("processes = 64\nmemory = \"256MiB\"\n"));
     let mut client = start_forker(&case, &[]);
     let s = case.wait_for_sessions(1);
     let id = s[0]["session"].as_str().expect("id").to_owned();
@@ -205,10 +206,20 @@ fn an_orphaned_session_is_shown_so_and_kill_cleans_it_up() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(state, "orphaned");
+    let dirs: Vec<std::path::PathBuf> = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids"]
+        .iter()
+        .map(|root| std::path::Path::new(root).join("agent-guard").join(&id))
+        .filter(|dir| dir.is_dir())
+        .collect();
+    eprintln!("the session's cgroups: {dirs:?}");
+    assert!(!dirs.is_empty(), "no cgroup directory of the session found");
     // `kill` ends it and cleans up what its supervisor would have.
     let out = case.ag(&["kill", "--session", &id]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(case.sessions().is_empty(), "the registry forgot it");
     assert!(!case.monitored().contains(&cgroup_id), "the monitor forgot it");
     assert!(stdout(&out).contains(&id));
+    for dir in &dirs {
+        assert!(!dir.exists(), "{} is left behind", dir.display());
+    }
 }

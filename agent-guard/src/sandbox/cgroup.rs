@@ -309,6 +309,19 @@ impl SessionCgroup {
         Ok(cg)
     }
 
+    /// The directories session `session` has on this host (its v2
+    /// directory `v2`, and those of the v1 hierarchies that exist), for
+    /// cleaning up after a supervisor that could not.
+    pub fn existing(roots: &CgroupRoots, v2: PathBuf, session: &str) -> SessionCgroup {
+        let v1 = [roots.v1_memory.as_ref(), roots.v1_pids.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|root| root.join(SUBTREE).join(session))
+            .filter(|dir| dir.is_dir())
+            .collect();
+        SessionCgroup { v2, v1, procs: Vec::new() }
+    }
+
     fn set_limit(&self, dir: &Path, controller: Controller, limits: &Limits, v2: bool) -> Result<(), CgroupError> {
         match controller {
             Controller::Memory => {

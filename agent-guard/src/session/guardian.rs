@@ -106,13 +106,24 @@ fn watch(rx: &OwnedFd, cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf],
         }
     }
     if !done {
-        let _ = cgroup.kill_all(|| {});
-        let _ = cgroup.remove();
-        for path in leftovers {
-            let _ = std::fs::remove_file(path);
-        }
-        if let Some(id) = monitored {
-            crate::monitor::shared::forget_everywhere(id);
-        }
+        let _ = clean_up(cgroup, leftovers, monitored);
     }
+}
+
+/// What a session leaves when its supervisor could not clean up: the
+/// processes still in it are killed, its cgroups removed (v1 ones too),
+/// its `leftovers` (registry files) deleted, and its entries in the
+/// monitor's maps (cgroup id `monitored`) forgotten. The guardian does
+/// this when the supervisor dies; `kill` does it for a session whose
+/// supervisor and guardian are both gone.
+pub fn clean_up(cgroup: &SessionCgroup, leftovers: &[std::path::PathBuf], monitored: Option<u64>) -> Result<(), crate::sandbox::cgroup::CgroupError> {
+    let killed = cgroup.kill_all(|| {});
+    let removed = cgroup.remove();
+    for path in leftovers {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(id) = monitored {
+        crate::monitor::shared::forget_everywhere(id);
+    }
+    killed.and(removed)
 }

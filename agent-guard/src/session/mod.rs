@@ -327,12 +327,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         envp,
     };
     let mut monitor = monitor;
-    let leftovers = [
-        req.runtime_dir.join("sessions").join(format!("{session}.json")),
-        req.runtime_dir.join("sessions").join(format!("{session}.ended")),
-    ]
-    .into_iter()
-    .collect::<Vec<_>>();
+    let leftovers = registry::Registry::new(&req.runtime_dir).files(&session).to_vec();
     let guardian = match guardian::Guardian::spawn(&cgroup, &leftovers, monitor.as_ref().map(|m| m.cgroup_id)) {
         Ok(g) => g,
         Err(source) => {

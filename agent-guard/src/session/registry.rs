@@ -68,6 +68,12 @@ impl Registry {
         Registry { dir: runtime_dir.join("sessions") }
     }
 
+    /// Every file the registry keeps for `session` (for whoever cleans up
+    /// after a supervisor that could not).
+    pub fn files(&self, session: &str) -> [PathBuf; 2] {
+        [self.record_path(session), self.ending_path(session)]
+    }
+
     fn record_path(&self, session: &str) -> PathBuf {
         self.dir.join(format!("{session}.json"))
     }
@@ -86,8 +92,9 @@ impl Registry {
     }
 
     pub fn remove(&self, session: &str) {
-        let _ = fs::remove_file(self.record_path(session));
-        let _ = fs::remove_file(self.ending_path(session));
+        for path in self.files(session) {
+            let _ = fs::remove_file(path);
+        }
     }
 
     /// Every live session, oldest first.

@@ -56,8 +56,8 @@ fn setup(name: &str, profile: &str) -> Result<Setup> {
     crate::run(std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root())
         .args(["build", "--release", "-p", "agent-guard-tests", "--bin", "ag-probe"]))?;
-    let ag = root().join("target/release/agent-guard");
-    let probe = root().join("target/release/ag-probe");
+    let ag = crate::target_dir().join("release/agent-guard");
+    let probe = crate::target_dir().join("release/ag-probe");
     let dir = std::env::temp_dir().join(format!("ag-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}.toml"));
@@ -348,7 +348,7 @@ struct Variant {
 }
 
 fn startup(runs: usize) -> Result<()> {
-    let ag = root().join("target/release/agent-guard").to_string_lossy().into_owned();
+    let ag = crate::target_dir().join("release/agent-guard").to_string_lossy().into_owned();
     let argv = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     // The same run with its journal on tmpfs: what durable journaling (fsync) costs.
     let dir = std::env::temp_dir().join(format!("ag-startup-{}", std::process::id()));

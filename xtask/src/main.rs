@@ -53,7 +53,7 @@ fn main() -> Result<()> {
         Task::Run { args } => {
             setup::setup()?;
             build()?;
-            let status = Command::new(root().join("target/release/agent-guard")).args(&args).status()?;
+            let status = Command::new(target_dir().join("release/agent-guard")).args(&args).status()?;
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { args } => {
@@ -71,6 +71,11 @@ fn main() -> Result<()> {
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR`, else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 /// Runs a command, failing with its name when it does not succeed.
@@ -101,7 +106,7 @@ fn test(args: &[String]) -> Result<()> {
     run(cargo().args(["test", "--workspace", "--exclude", "agent-guard-tests", "--"]).args(args))?;
     // The integration tests drive the real binary.
     run(cargo().args(["build", "-p", "agent-guard"]))?;
-    let bin = root().join("target/debug/agent-guard");
+    let bin = target_dir().join("debug/agent-guard");
     run(cargo()
         .args(["test", "-p", "agent-guard-tests", "--"])
         .args(args)

@@ -146,3 +146,34 @@ fn the_daemon_detaches_the_hooks_after_hooks_linger() {
     allowed(&case.probe(&["write", written.to_str().expect("utf-8")]));
     assert!(detached(&case), "the daemon never detached the idle hooks");
 }
+
+/// Sessions starting and ending at once, so that the hooks are attached
+/// and detached over and over while others register: every session is
+/// counted (a session registered while the hooks were being detached
+/// would count no write).
+#[test]
+fn concurrent_sessions_are_always_counted_across_attach_and_detach() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case::new("churn", &base_profile(""));
+    // Two at a time: often both between sessions, so the hooks come and go
+    // (measured by hand: ~17 detaches in 40 sessions).
+    let threads: Vec<_> = (0..2)
+        .map(|t| (t, case.work().join(format!("out/churn-{t}.txt")), case.dir.path().join(format!("summary-{t}.json"))))
+        .collect();
+    std::thread::scope(|scope| {
+        for (t, written, summary) in &threads {
+            let case = &case;
+            scope.spawn(move || {
+                for round in 0..20 {
+                    let out = case
+                        .command(&["--quiet", "--summary-json", summary.to_str().expect("utf-8")], &[common::probe(), "write", written.to_str().expect("utf-8")])
+                        .output()
+                        .expect("run");
+                    assert_eq!(out.status.code(), Some(0), "thread {t} round {round}: {}", common::stderr(&out));
+                    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary).expect("summary")).expect("JSON");
+                    assert_eq!(json["counters"]["file_writes"], 1, "thread {t} round {round}: {json}");
+                }
+            });
+        }
+    });
+}

@@ -365,24 +365,58 @@ impl<'a> Checker<'a> {
         out
     }
 
-    /// Feeds one journal event record (its data); returns what deviates.
+    /// Feeds one journal event record (its data, as the journal holds it:
+    /// the offline check); returns what deviates.
     pub fn event(&mut self, d: &Value) -> Vec<Deviation> {
-        match d["type"].as_str() {
-            // A failed exec (a shell searching PATH) runs nothing.
+        let seen = match d["type"].as_str() {
             Some("exec") => {
                 let e = crate::history::Exec::from_event(d);
-                if e.errno == 0 {
-                    self.exec(e.pid, e.ppid, &e.path)
-                } else {
-                    Vec::new()
-                }
+                Seen::Exec { pid: e.pid, ppid: e.ppid, path: e.path.into(), errno: e.errno }
             }
-            Some("connect") => self.connect(&crate::history::Connect::from_event(d).destination()).into_iter().collect(),
-            Some("file_open_read") => self.read(d["path"].as_str().unwrap_or_default()).into_iter().collect(),
-            Some("file_open_write") => self.write(d["path"].as_str().unwrap_or_default()).into_iter().collect(),
-            _ => Vec::new(),
+            Some("connect") => Seen::Connect(crate::history::Connect::from_event(d).destination()),
+            Some("file_open_read") => Seen::Read(d["path"].as_str().unwrap_or_default().into()),
+            Some("file_open_write") => Seen::Write(d["path"].as_str().unwrap_or_default().into()),
+            _ => Seen::Other,
+        };
+        self.seen(seen)
+    }
+
+    /// Feeds one event record as the supervisor builds it (the live check:
+    /// no round trip through JSON); returns what deviates.
+    pub fn record(&mut self, r: &crate::monitor::record::EventRecord) -> Vec<Deviation> {
+        use crate::monitor::record::EventBody;
+        let seen = match &r.event {
+            EventBody::Exec { ppid, errno, path, .. } => Seen::Exec { pid: r.pid, ppid: *ppid, path: path.as_str().into(), errno: i64::from(*errno) },
+            EventBody::Connect { addr, port, protocol, allowed, .. } => {
+                let c = crate::history::Connect { addr: addr.to_string(), port: u64::from(*port), protocol: protocol.clone(), allowed: *allowed };
+                Seen::Connect(c.destination())
+            }
+            EventBody::FileOpenRead { path, .. } => Seen::Read(path.as_str().into()),
+            EventBody::FileOpenWrite { path, .. } => Seen::Write(path.as_str().into()),
+            _ => Seen::Other,
+        };
+        self.seen(seen)
+    }
+
+    fn seen(&mut self, seen: Seen<'_>) -> Vec<Deviation> {
+        match seen {
+            // A failed exec (a shell searching PATH) runs nothing.
+            Seen::Exec { pid, ppid, path, errno: 0 } => self.exec(pid, ppid, &path),
+            Seen::Exec { .. } | Seen::Other => Vec::new(),
+            Seen::Connect(destination) => self.connect(&destination).into_iter().collect(),
+            Seen::Read(path) => self.read(&path).into_iter().collect(),
+            Seen::Write(path) => self.write(&path).into_iter().collect(),
         }
     }
+}
+
+/// What an event shows the checker, from a journal record or a live one.
+enum Seen<'a> {
+    Exec { pid: u32, ppid: u32, path: std::borrow::Cow<'a, str>, errno: i64 },
+    Connect(String),
+    Read(std::borrow::Cow<'a, str>),
+    Write(std::borrow::Cow<'a, str>),
+    Other,
 }
 
 /// Scores a finished session offline: every event, then its final counters.
@@ -425,5 +459,50 @@ mod tests {
         assert_eq!(path_class("/root/.aws/credentials", w), "/root/.aws");
         assert_eq!(path_class("/etc/hostname", None), "/etc");
         assert_eq!(path_class("/", None), "/");
+    }
+
+    /// The live check (typed records) and the offline one (the records'
+    /// JSON, as the journal holds them) see the same deviations.
+    #[test]
+    fn live_and_offline_checks_agree() {
+        use crate::monitor::{events::Event, record::EventRecord};
+        let baseline = Baseline {
+            role: "r".into(),
+            learned_ms: 0,
+            sessions: Vec::new(),
+            totals: BTreeMap::new(),
+            rates: BTreeMap::new(),
+            executables: ["/bin/sh".to_owned()].into(),
+            exec_pairs: BTreeSet::new(),
+            destinations: ["127.0.0.1:443/tcp".to_owned()].into(),
+            reads: Some(["{workdir}".to_owned()].into()),
+            writes: ["{workdir}".to_owned()].into(),
+        };
+        let exec = |pid, ppid, result, path: &str| Event::Exec { pid, seq: 1, ktime_ns: 1, uid: 0, ppid, result, path: path.into(), argv: Vec::new() };
+        let connect = |addr: &str, port| Event::Connect { pid: 3, seq: 2, ktime_ns: 2, addr: addr.parse().expect("addr"), port, protocol: 6, allowed: true, via_sendmsg: false };
+        let events = [
+            exec(2, 1, 0, "/bin/sh"),
+            exec(3, 2, 0, "/usr/bin/curl"),
+            exec(4, 2, -2, "/usr/local/bin/nothing"),
+            connect("127.0.0.1", 443),
+            connect("10.1.2.3", 22),
+            connect("::1", 8443),
+            Event::FileOpenRead { pid: 3, seq: 3, ktime_ns: 3, fd: 4, path: b"/srv/w/notes.txt".to_vec() },
+            Event::FileOpenRead { pid: 3, seq: 4, ktime_ns: 4, fd: 5, path: b"/root/.ssh/id_ed25519".to_vec() },
+            Event::FileOpenWrite { pid: 3, seq: 5, ktime_ns: 5, flags: 0o1101, fd: 6, path: b"/etc/cron.d/x\x1b[2J".to_vec() },
+            Event::Exit { pid: 3, seq: 6, ktime_ns: 6, status: 0 },
+        ];
+        let policy = BaselinePolicy::default();
+        let mut live = Checker::new(&baseline, &policy, Some("/srv/w".into()));
+        let mut offline = Checker::new(&baseline, &policy, Some("/srv/w".into()));
+        let mut kinds = Vec::new();
+        for event in &events {
+            let record = EventRecord::from_event("s", event);
+            let seen = live.record(&record);
+            let json = serde_json::to_value(&record).expect("JSON");
+            assert_eq!(seen, offline.event(&json), "{json}");
+            kinds.extend(seen.iter().map(|d| d.kind));
+        }
+        assert_eq!(kinds, ["new_exec_pair", "new_executable", "new_destination", "new_destination", "new_read_location", "new_write_location"]);
     }
 }

@@ -1109,11 +1109,7 @@ fn live_baseline(req: &RunRequest, session: &str) -> Option<crate::baseline::Bas
 /// What `events` of the session show that its baseline does not, checked
 /// on the records the journal gets (the offline check reads the same).
 fn event_deviations(c: &mut crate::baseline::Checker<'_>, session: &str, events: &[Event]) -> Vec<crate::baseline::Deviation> {
-    events
-        .iter()
-        .filter_map(|event| serde_json::to_value(crate::monitor::record::EventRecord::from_event(session, event)).ok())
-        .flat_map(|v| c.event(&v))
-        .collect()
+    events.iter().flat_map(|event| c.record(&crate::monitor::record::EventRecord::from_event(session, event))).collect()
 }
 
 /// What the counters `values` show `elapsed` into the session.

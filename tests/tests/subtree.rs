@@ -64,20 +64,19 @@ fn write_hook_links(case: &Case) -> usize {
     aya::programs::loaded_links().filter_map(Result::ok).filter(|l| l.program_id() == id).count()
 }
 
-/// This binary's instance, from `monitor status --json`.
-fn current_instance(case: &Case) -> std::path::PathBuf {
-    let out = case.ag(&["monitor", "status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    let current = v.as_array().expect("array").iter().find(|i| i["current"] == true).cloned().expect("this binary's instance");
-    std::path::PathBuf::from(current["path"].as_str().expect("path"))
+/// This binary's instance in `monitor status --json`.
+fn current_status(case: &Case) -> serde_json::Value {
+    case.monitor_status().into_iter().find(|i| i["current"] == true).expect("this binary's instance")
 }
 
-/// The current instance's `system_hooks`, from `monitor status --json`.
+/// Where this binary's instance is pinned.
+fn current_instance(case: &Case) -> std::path::PathBuf {
+    std::path::PathBuf::from(current_status(case)["path"].as_str().expect("path"))
+}
+
+/// Whether this binary's instance has its system-wide hooks attached.
 fn system_hooks(case: &Case) -> bool {
-    let out = case.ag(&["monitor", "status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    let current = v.as_array().expect("array").iter().find(|i| i["current"] == true).cloned().expect("this binary's instance");
-    current["system_hooks"].as_bool().expect("system_hooks")
+    current_status(case)["system_hooks"].as_bool().expect("system_hooks")
 }
 
 /// A host with the monitor loaded and no session running pays nothing on

@@ -65,6 +65,22 @@ fn setup(name: &str, profile: &str) -> Result<Setup> {
     Ok(Setup { ag, probe, dir, profile: path })
 }
 
+/// A session of `setup`'s profile that sleeps (an hour at most) until it
+/// is sent SIGTERM: while it runs, the monitor's system-wide hooks are attached.
+fn idle_session(setup: &Setup) -> Result<std::process::Child> {
+    Ok(Command::new(&setup.ag)
+        .args(["run", "--quiet", "--profile"])
+        .arg(&setup.profile)
+        .arg("--workdir")
+        .arg(&setup.dir)
+        .arg("--")
+        .arg(&setup.probe)
+        .args(["sleep", "3600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?)
+}
+
 /// The profile the overhead workloads run under: what they need, no more.
 const BENCH_PROFILE: &str = r#"[role]
 name = "bench"
@@ -78,7 +94,8 @@ exec = ["/usr/bin", "/bin", "@PROBE@"]
 "#;
 
 fn overhead(runs: usize) -> Result<()> {
-    let Setup { ag, probe, dir, profile } = setup("bench", BENCH_PROFILE)?;
+    let bench = setup("bench", BENCH_PROFILE)?;
+    let Setup { ag, probe, dir, profile } = &bench;
     let out_file = dir.join("dd.out");
     let workloads: [(&str, Vec<String>); 3] = [
         (
@@ -106,31 +123,24 @@ fn overhead(runs: usize) -> Result<()> {
     // The monitor stays pinned after a session; "bare" unloads it first
     // (which needs a host with no other session running).
     let unload = || -> Result<()> {
-        let out = Command::new(&ag).args(["monitor", "unload"]).output()?;
+        let out = Command::new(ag).args(["monitor", "unload"]).output()?;
         if !out.status.success() {
             bail!("`agent-guard monitor unload` kept an instance (sessions running?): {}", String::from_utf8_lossy(&out.stdout));
         }
         Ok(())
     };
+    // This binary's monitor instance, from `monitor status --json`.
+    let current_instance = || -> Result<Option<serde_json::Value>> {
+        let out = Command::new(ag).args(["monitor", "status", "--json"]).output()?;
+        let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+        Ok(all.into_iter().find(|i| i["current"] == true))
+    };
     // Another session, idle, so that the system-wide hooks are attached
     // while a process outside every session works.
     let other_session = || -> Result<std::process::Child> {
-        let child = Command::new(&ag)
-            .args(["run", "--quiet", "--profile"])
-            .arg(&profile)
-            .arg("--workdir")
-            .arg(&dir)
-            .args(["--"])
-            .arg(&probe)
-            .args(["sleep", "600"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
+        let child = idle_session(&bench)?;
         let started = Instant::now();
-        let attached = || -> Result<bool> {
-            let out = Command::new(&ag).args(["monitor", "status", "--json"]).output()?;
-            Ok(String::from_utf8_lossy(&out.stdout).contains("\"system_hooks\": true"))
-        };
+        let attached = || -> Result<bool> { Ok(current_instance()?.is_some_and(|i| i["system_hooks"] == true)) };
         while !attached()? {
             if started.elapsed() > Duration::from_secs(10) {
                 bail!("the idle session never registered with the monitor");
@@ -138,15 +148,6 @@ fn overhead(runs: usize) -> Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(child)
-    };
-    let instances_dirs = || -> Result<Vec<(std::path::PathBuf, bool)>> {
-        let out = Command::new(&ag).args(["monitor", "status", "--json"]).output()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| Some((std::path::PathBuf::from(i["path"].as_str()?), i["current"].as_bool()?)))
-            .collect())
     };
     // For attribution only: the workload in a session whose system-wide
     // hooks were detached by hand (their pins removed while the session
@@ -162,7 +163,7 @@ fn overhead(runs: usize) -> Result<()> {
         argv.extend(workload.iter().cloned());
         let child = Command::new(&argv[0])
             .args(&argv[1..])
-            .current_dir(&dir)
+            .current_dir(dir)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .stdin(Stdio::null())
@@ -170,10 +171,8 @@ fn overhead(runs: usize) -> Result<()> {
             .stderr(Stdio::piped())
             .spawn()?;
         std::thread::sleep(Duration::from_millis(300));
-        for (instance, current) in instances_dirs()? {
-            if current {
-                std::fs::remove_dir_all(instance.join("hooks"))?;
-            }
+        if let Some(path) = current_instance()?.and_then(|i| i["path"].as_str().map(std::path::PathBuf::from)) {
+            std::fs::remove_dir_all(path.join("hooks"))?;
         }
         let out = child.wait_with_output()?;
         if !out.status.success() {
@@ -202,7 +201,7 @@ fn overhead(runs: usize) -> Result<()> {
         let settle = || -> Result<()> {
             let settle = Instant::now();
             while settle.elapsed() < Duration::from_millis(1500) {
-                time_inner(&run_args(false, workload), &dir)?;
+                time_inner(&run_args(false, workload), dir)?;
             }
             Ok(())
         };
@@ -210,17 +209,17 @@ fn overhead(runs: usize) -> Result<()> {
             unload()?;
             settle()?;
             prepare()?;
-            let b = time_inner(&run_args(false, workload), &dir)?;
+            let b = time_inner(&run_args(false, workload), dir)?;
             // Loads the instance again (outside the timed workload).
             prepare()?;
-            let s = time_inner(&run_args(true, workload), &dir)?;
+            let s = time_inner(&run_args(true, workload), dir)?;
             // The session is over; its instance stays loaded, idle.
             settle()?;
             prepare()?;
-            let idle = time_inner(&run_args(false, workload), &dir)?;
+            let idle = time_inner(&run_args(false, workload), dir)?;
             let mut other = other_session()?;
             prepare()?;
-            let busy = time_inner(&run_args(false, workload), &dir);
+            let busy = time_inner(&run_args(false, workload), dir);
             // SIGTERM: the supervisor ends its session.
             Command::new("kill").arg(other.id().to_string()).status()?;
             other.wait()?;
@@ -235,7 +234,7 @@ fn overhead(runs: usize) -> Result<()> {
         let [b, s, idle, busy, sandbox] = samples.map(|mut v| median(&mut v));
         rows.push((name.to_string(), b, s, idle, busy, sandbox));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     println!("monitor overhead, median of {runs} interleaved runs ({})", std::env::consts::ARCH);
     println!("| workload | bare | in a session | ratio | in a session, hooks detached (sandbox only) | ratio | outside, no session running | ratio | outside, while a session runs | ratio |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -374,18 +373,9 @@ fn startup(runs: usize) -> Result<()> {
 
     // 1. A host where a session is running: the monitor's system-wide
     // hooks are attached already, each start only registers.
-    let Setup { probe, profile, dir: other_dir, .. } = setup("startup", BENCH_PROFILE)?;
-    let mut other = Command::new(&ag)
-        .args(["run", "--quiet", "--profile"])
-        .arg(&profile)
-        .arg("--workdir")
-        .arg(&other_dir)
-        .arg("--")
-        .arg(&probe)
-        .args(["sleep", "3600"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()?;
+    let other_setup = setup("startup", BENCH_PROFILE)?;
+    let mut other = idle_session(&other_setup)?;
+    let other_dir = other_setup.dir;
     let mut daemon = Command::new(&ag).env("AGENT_GUARD_CONFIG", &daemon_config).arg("daemon").stderr(Stdio::null()).spawn()?;
     let waiting = Instant::now();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {

@@ -149,9 +149,7 @@ fn detach_idle_hooks(linger: Duration) {
         }
         let since = *idle_since.get_or_insert_with(std::time::Instant::now);
         if since.elapsed() >= linger {
-            for instance in &instances {
-                instance.hooks_off_if_idle(&lock);
-            }
+            shared::hooks_off_where_idle(&instances, &lock);
         }
     }
 }
@@ -379,10 +377,9 @@ pub fn run(host: HostConfig, config: Option<&Path>, socket: &Path) -> Result<(),
         let mut sig = 0;
         // SAFETY: waiting for one of the signals blocked above, into a local.
         while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
-        if let Ok(lock) = crate::monitor::shared::PinLock::take(&crate::monitor::shared::pin_root()) {
-            for instance in crate::monitor::shared::open_all() {
-                instance.hooks_off_if_idle(&lock);
-            }
+        use crate::monitor::shared;
+        if let Ok(lock) = shared::PinLock::take(&shared::pin_root()) {
+            shared::hooks_off_where_idle(&shared::open_all(), &lock);
         }
         eprintln!("agent-guard daemon: stopping on signal {sig}");
         std::process::exit(0);

@@ -427,11 +427,6 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     let mut loader = EbpfLoader::new();
     loader.btf(None);
     let mut ebpf = loader.override_global("KERNEL_OFFSETS", &offsets, true).load(crate::doctor::EBPF_OBJECT)?;
-    let pin_link = |link: FdLink, name: String| -> Result<(), MonitorError> {
-        let path = dir.join(name);
-        link.pin(&path).map(drop).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })
-    };
-
     let cgroup = fs::File::open(subtree).map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?;
     for name in SOCK_ADDR_PROGRAMS {
         let prog: &mut CgroupSockAddr = ebpf
@@ -445,7 +440,7 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         // sessions); "Single" only means no legacy flags.
         let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name))?;
         let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
-        pin_link(link, format!("link_{name}"))?;
+        pin_link(link, dir.join(format!("link_{name}")))?;
     }
     let egress: &mut CgroupSkb = ebpf
         .program_mut("egress")
@@ -455,7 +450,7 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     egress.load().map_err(prog_err("egress"))?;
     let id = egress.attach(&cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single).map_err(prog_err("egress"))?;
     let link = FdLink::try_from(egress.take_link(id).map_err(prog_err("egress"))?).map_err(|e| MonitorError::Link { name: "egress", source: e })?;
-    pin_link(link, "link_egress".to_owned())?;
+    pin_link(link, dir.join("link_egress"))?;
 
     // The system-wide programs: loaded and pinned, attached per use (`Shared::hooks_on`).
     for &(name, _, _) in TRACEPOINTS {
@@ -467,7 +462,8 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         // A program serving several tracepoints is loaded once.
         if prog.fd().is_err() {
             prog.load().map_err(prog_err(name))?;
-            pin_prog(prog.pin(dir.join(format!("prog_{name}"))), dir, name)?;
+            let path = prog_pin(dir, name);
+            prog.pin(&path).map_err(pin_failed(path))?;
         }
     }
     // Which cgroup the hooks hang on (its inode), to notice its being recreated.
@@ -475,20 +471,31 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     let subtree_id = cgroup.metadata().map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?.ino();
     attached.set(0, subtree_id, 0).map_err(map_err("ATTACHED_TO"))?;
     let path = dir.join("ATTACHED_TO");
-    attached.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
+    attached.pin(&path).map_err(pin_failed(path))?;
     let slots: Array<MapData, RingSlot> = Array::create(MAX_SESSIONS, 0).map_err(map_err("RING_SLOTS"))?;
     let path = dir.join("RING_SLOTS");
-    slots.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
+    slots.pin(&path).map_err(pin_failed(path))?;
     for name in MAPS {
         let map = ebpf.map(name).ok_or(MonitorError::MissingMap(name))?;
         let path = dir.join(name);
-        map.pin(&path).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })?;
+        map.pin(&path).map_err(pin_failed(path))?;
     }
     Ok(())
 }
 
-fn pin_prog(result: Result<(), aya::pin::PinError>, dir: &Path, name: &str) -> Result<(), MonitorError> {
-    result.map_err(|e| MonitorError::Pin { path: dir.join(format!("prog_{name}")), source: std::io::Error::other(e) })
+/// Maps a failure to pin something at `path`.
+fn pin_failed(path: PathBuf) -> impl FnOnce(aya::pin::PinError) -> MonitorError {
+    move |e| MonitorError::Pin { path, source: std::io::Error::other(e) }
+}
+
+/// Pins `link` at `path` (unpinning it detaches it, once no one else holds it).
+fn pin_link(link: FdLink, path: PathBuf) -> Result<(), MonitorError> {
+    link.pin(&path).map(drop).map_err(pin_failed(path))
+}
+
+/// Where the system-wide program `name` of the instance in `dir` is pinned.
+fn prog_pin(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("prog_{name}"))
 }
 
 /// How long attaching waits for the kernel to finish detaching the same
@@ -507,10 +514,6 @@ pub fn hooks_attached(dir: &Path) -> bool {
 /// Attaches every system-wide program pinned in `dir` and pins the links
 /// in `into`.
 fn attach_hooks(dir: &Path, into: &Path) -> Result<(), MonitorError> {
-    let pin_link = |link: FdLink, name: String| -> Result<(), MonitorError> {
-        let path = into.join(name);
-        link.pin(&path).map(drop).map_err(|e| MonitorError::Pin { path, source: std::io::Error::other(e) })
-    };
     crate::doctor::ensure_tracefs(Path::new(crate::doctor::TRACEFS)).map_err(|e| MonitorError::Cgroup {
         path: crate::doctor::TRACEFS.to_owned(),
         source: std::io::Error::from(e),
@@ -518,7 +521,7 @@ fn attach_hooks(dir: &Path, into: &Path) -> Result<(), MonitorError> {
     let started = std::time::Instant::now();
     let mut waited = false;
     for &(name, category, tracepoint) in TRACEPOINTS {
-        let mut prog = TracePoint::from_pin(dir.join(format!("prog_{name}"))).map_err(prog_err(name))?;
+        let mut prog = TracePoint::from_pin(prog_pin(dir, name)).map_err(prog_err(name))?;
         // Right after the last session detached them, the kernel may still
         // hold the previous attachment (a link's release waits for an RCU
         // grace period and a workqueue), and refuses the same program on
@@ -538,7 +541,7 @@ fn attach_hooks(dir: &Path, into: &Path) -> Result<(), MonitorError> {
             }
         };
         let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
-        pin_link(link, format!("link_{tracepoint}"))?;
+        pin_link(link, into.join(format!("link_{tracepoint}")))?;
     }
     Ok(())
 }
@@ -638,11 +641,20 @@ pub fn unload(force: bool) -> Result<Unloaded, MonitorError> {
 /// cleans up after a supervisor that could not).
 pub fn forget_everywhere(cgroup: u64) {
     let lock = PinLock::take(&pin_root());
-    for mut shared in open_all() {
+    let mut all = open_all();
+    for shared in &mut all {
         shared.forget(cgroup);
-        if let Ok(lock) = &lock {
-            shared.hooks_off_if_idle(lock);
-        }
+    }
+    if let Ok(lock) = &lock {
+        hooks_off_where_idle(&all, lock);
+    }
+}
+
+/// Detaches the system-wide hooks of each of `instances` that serves no
+/// session, under the pin lock.
+pub fn hooks_off_where_idle(instances: &[Shared], held: &PinLock) {
+    for instance in instances {
+        instance.hooks_off_if_idle(held);
     }
 }
 

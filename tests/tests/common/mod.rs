@@ -137,15 +137,18 @@ impl Case {
 
     /// The cgroup ids of the sessions the shared monitor serves now.
     pub fn monitored(&self) -> Vec<u64> {
-        let out = self.ag(&["monitor", "status", "--json"]);
-        assert_eq!(out.status.code(), Some(0));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-        v.as_array()
-            .expect("array")
+        self.monitor_status()
             .iter()
             .flat_map(|i| i["sessions"].as_array().cloned().unwrap_or_default())
             .filter_map(|s| s.as_u64())
             .collect()
+    }
+
+    /// `monitor status --json`: every pinned instance.
+    pub fn monitor_status(&self) -> Vec<serde_json::Value> {
+        let out = self.ag(&["monitor", "status", "--json"]);
+        assert_eq!(out.status.code(), Some(0));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
     pub fn work(&self) -> PathBuf {

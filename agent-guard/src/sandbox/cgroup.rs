@@ -118,7 +118,7 @@ impl CgroupRoots {
 }
 
 /// `mountinfo` escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(field: &str) -> String {
+pub(crate) fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

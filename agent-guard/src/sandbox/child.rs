@@ -12,7 +12,11 @@ use std::{
     ptr,
 };
 
-use super::{masks::Masks, seccomp::CompiledFilters};
+use super::{
+    masks::Masks,
+    seccomp::CompiledFilters,
+    view::{Op, Step},
+};
 
 /// A step of the child's set-up, reported when it fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +36,17 @@ pub enum Stage {
     Seccomp = 12,
     Exec = 13,
     Stdio = 14,
+    View = 15,
+    LandlockRule = 16,
 }
 
 impl Stage {
     pub fn from_u32(v: u32) -> Option<Stage> {
         use Stage::*;
-        [JoinCgroup, Chdir, MountNamespace, Mask, NoNewPrivs, DropBounding, SetGroups, SetUid, ClearCaps, Landlock, CloseFds, Seccomp, Exec, Stdio]
+        [
+            JoinCgroup, Chdir, MountNamespace, Mask, NoNewPrivs, DropBounding, SetGroups, SetUid, ClearCaps, Landlock, CloseFds,
+            Seccomp, Exec, Stdio, View, LandlockRule,
+        ]
             .into_iter()
             .find(|s| *s as u32 == v)
     }
@@ -58,6 +67,8 @@ impl Stage {
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Exec => "executing the command",
             Stage::Stdio => "redirecting stdout and stderr for --record-io",
+            Stage::View => "building the filesystem view at",
+            Stage::LandlockRule => "adding the landlock rule for",
         }
     }
 }
@@ -85,6 +96,10 @@ impl fmt::Display for ChildError {
 pub struct ChildPlan {
     pub cgroup_procs: Vec<OwnedFd>,
     pub workdir: CString,
+    /// Whether to make a private mount namespace (for the view and the masks).
+    pub mount_ns: bool,
+    /// The filesystem view's mounts, in order ([`super::view`]).
+    pub view: Vec<Step>,
     pub masks: Masks,
     /// Whether the caller holds CAP_SETPCAP and so can drop the bounding set.
     pub drop_bounding: bool,
@@ -92,6 +107,9 @@ pub struct ChildPlan {
     /// `(uid, gid)` to switch to.
     pub run_as: Option<(u32, u32)>,
     pub landlock: Option<OwnedFd>,
+    /// Landlock rules added in the child, once the view is built: paths in
+    /// `/proc`, whose procfs instance only exists then.
+    pub landlock_late: Vec<super::landlock::LateRule>,
     pub seccomp: CompiledFilters,
     pub exe: CString,
     pub argv: Vec<CString>,
@@ -143,6 +161,8 @@ pub fn decode_report(buf: &[u8], plan: &ChildPlan) -> Option<ChildError> {
     let errno = i32::from_ne_bytes(word(8));
     let subject = match stage {
         Stage::Mask => plan.masks.mounts.get(index).map(|m| m.target.to_string_lossy().into_owned()),
+        Stage::View => plan.view.get(index).map(|s| s.target.to_string_lossy().into_owned()),
+        Stage::LandlockRule => plan.landlock_late.get(index).map(|r| r.path.to_string_lossy().into_owned()),
         Stage::Chdir => Some(plan.workdir.to_string_lossy().into_owned()),
         Stage::Exec => Some(plan.exe.to_string_lossy().into_owned()),
         _ => None,
@@ -171,25 +191,31 @@ pub unsafe fn enter(plan: &ChildPlan, args: &ExecArgs, report: RawFd, old_mask: 
         for fd in &plan.cgroup_procs {
             check!(Stage::JoinCgroup, 0, libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1));
         }
-        check!(Stage::Chdir, 0, libc::chdir(plan.workdir.as_ptr()));
         if let Some((out, err)) = plan.output {
             check!(Stage::Stdio, 1, libc::dup2(out, 1));
             check!(Stage::Stdio, 2, libc::dup2(err, 2));
         }
 
-        if !plan.masks.mounts.is_empty() {
+        if plan.mount_ns {
             check!(Stage::MountNamespace, 0, libc::unshare(libc::CLONE_NEWNS));
             check!(
                 Stage::MountNamespace,
                 0,
                 libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null())
             );
+            for (i, step) in plan.view.iter().enumerate() {
+                if view_step(step) < 0 {
+                    fail(report, Stage::View, i as u32, errno());
+                }
+            }
             for (i, m) in plan.masks.mounts.iter().enumerate() {
                 check!(Stage::Mask, i, libc::mount(m.source.as_ptr(), m.target.as_ptr(), ptr::null(), libc::MS_BIND, ptr::null()));
                 let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
                 check!(Stage::Mask, i, libc::mount(ptr::null(), m.target.as_ptr(), ptr::null(), flags, ptr::null()));
             }
         }
+        // After the mounts, so that the working directory is the view's.
+        check!(Stage::Chdir, 0, libc::chdir(plan.workdir.as_ptr()));
 
         check!(Stage::NoNewPrivs, 0, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
 
@@ -216,6 +242,14 @@ pub unsafe fn enter(plan: &ChildPlan, args: &ExecArgs, report: RawFd, old_mask: 
         check!(Stage::ClearCaps, 0, libc::syscall(libc::SYS_capset, &header, data.as_ptr()));
 
         if let Some(ruleset) = &plan.landlock {
+            for (i, rule) in plan.landlock_late.iter().enumerate() {
+                let fd = libc::open(rule.path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                check!(Stage::LandlockRule, i, fd);
+                let attr = PathBeneathAttr { allowed_access: rule.access, parent_fd: fd };
+                let r = libc::syscall(libc::SYS_landlock_add_rule, ruleset.as_raw_fd(), LANDLOCK_RULE_PATH_BENEATH, &attr, 0u32);
+                check!(Stage::LandlockRule, i, r);
+                libc::close(fd);
+            }
             check!(Stage::Landlock, 0, libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32));
         }
 
@@ -235,6 +269,80 @@ pub unsafe fn enter(plan: &ChildPlan, args: &ExecArgs, report: RawFd, old_mask: 
         fail(report, Stage::Exec, 0, errno())
     }
 }
+
+/// One mount of the view; returns a negative value on failure (errno set).
+///
+/// # Safety
+///
+/// Only system calls on the step's prepared C string; safe after fork.
+unsafe fn view_step(step: &Step) -> i64 {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let attr = MountAttr { attr_set: step.set, attr_clr: step.clr, propagation: 0, userns_fd: 0 };
+    let size = std::mem::size_of::<MountAttr>();
+    // SAFETY: raw mount-API calls with a valid C string and a stack struct of the kernel's layout.
+    unsafe {
+        match step.op {
+            Op::Setattr => libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                step.target.as_ptr(),
+                AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                &attr,
+                size,
+            ),
+            Op::Bind => {
+                let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+                let tree = libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, step.target.as_ptr(), flags);
+                if tree < 0 {
+                    return tree;
+                }
+                let tree = tree as libc::c_int;
+                if step.set | step.clr != 0 {
+                    let r = libc::syscall(libc::SYS_mount_setattr, tree, c"".as_ptr(), libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE, &attr, size);
+                    if r < 0 {
+                        return r;
+                    }
+                }
+                // The target's last component is not followed if it is a link (no MOVE_MOUNT_T_SYMLINKS).
+                let r = libc::syscall(libc::SYS_move_mount, tree, c"".as_ptr(), libc::AT_FDCWD, step.target.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH);
+                libc::close(tree);
+                r
+            }
+            Op::Proc => i64::from(libc::mount(
+                c"proc".as_ptr(),
+                step.target.as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                PROC_OPTIONS.as_ptr().cast(),
+            )),
+        }
+    }
+}
+
+/// The session's procfs: processes the caller may not ptrace are not even
+/// listed. `gid=` names a group no session has: members of the procfs's
+/// group see everything, and that group is root's (0) by default.
+const PROC_OPTIONS: &std::ffi::CStr = c"hidepid=invisible,gid=4294967294";
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `struct landlock_path_beneath_attr` (packed in the kernel's UAPI).
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 

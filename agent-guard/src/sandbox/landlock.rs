@@ -23,6 +23,8 @@ pub enum LandlockError {
     Ruleset(#[from] landlock::RulesetError),
     #[error("the landlock ruleset was not created although the kernel has landlock")]
     NotCreated,
+    #[error("{path} contains a NUL byte")]
+    Nul { path: PathBuf },
     #[error("opening {path} for a landlock rule: {source}")]
     Path { path: PathBuf, #[source] source: landlock::PathFdError },
 }
@@ -79,9 +81,36 @@ pub fn interpreters(policy: &Policy, command: &Path) -> Vec<PathBuf> {
     found.into_iter().collect()
 }
 
+/// A rule for a path in `/proc`, added by the child once the session's
+/// own procfs is mounted (a rule made in the parent would name the host's
+/// procfs inodes, which the session no longer sees).
+#[derive(Debug)]
+pub struct LateRule {
+    pub path: std::ffi::CString,
+    /// `LANDLOCK_ACCESS_FS_*` bits.
+    pub access: u64,
+}
+
+/// The ruleset fd, the rules the child adds itself, and notes.
+pub struct Built {
+    pub fd: OwnedFd,
+    pub late: Vec<LateRule>,
+    pub notes: Notes,
+}
+
+/// Whether `path` is in `/proc`, whose rules the child adds (see [`LateRule`]).
+fn in_proc(path: &Path) -> bool {
+    path.starts_with("/proc")
+}
+
 /// Builds the ruleset for `policy` on a kernel with landlock ABI `abi` (>= 1).
 /// `loaders` (see [`interpreters`]) get execute beside `[filesystem] exec`.
-pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf]) -> Result<(OwnedFd, Notes), LandlockError> {
+/// With `private_proc` (the session's view mounts its own procfs), rules in
+/// `/proc` are left to the child; reading `/proc` itself then also grants
+/// writing there, for the session's own `/proc/self/mem` and the like (the
+/// view keeps `/proc/sys` and the other kernel settings read-only, and
+/// other processes are not even listed).
+pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf], private_proc: bool) -> Result<Built, LandlockError> {
     let abi = ABI::from(abi);
     let all = AccessFs::from_all(abi);
     let read = AccessFs::from_read(abi) & !AccessFs::Execute;
@@ -99,9 +128,24 @@ pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf]) -> Result<(OwnedFd,
     }
     let mut created = ruleset.create()?;
     let mut notes = Vec::new();
+    let mut late = Vec::new();
     let fs = &policy.filesystem;
     for (paths, access) in [(&fs.read[..], read), (&fs.write[..], write), (&fs.exec[..], exec), (loaders, exec)] {
         for path in paths {
+            if private_proc && in_proc(path) {
+                let Ok(meta) = std::fs::metadata(path) else {
+                    notes.push(format!("{}: not found; no rule added", path.display()));
+                    continue;
+                };
+                let mut access = if meta.is_dir() { access } else { access & AccessFs::from_file(abi) };
+                if path == Path::new("/proc") && access.contains(AccessFs::ReadFile) {
+                    access |= AccessFs::WriteFile;
+                }
+                use std::os::unix::ffi::OsStrExt;
+                let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| LandlockError::Nul { path: path.to_owned() })?;
+                late.push(LateRule { path: c, access: access.bits() });
+                continue;
+            }
             if let Some(rule) = path_rule(path, access, abi, &mut notes)? {
                 created = created.add_rule(rule)?;
             }
@@ -118,7 +162,7 @@ pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf]) -> Result<(OwnedFd,
         }
     }
     let fd: Option<OwnedFd> = created.into();
-    fd.map(|fd| (fd, notes)).ok_or(LandlockError::NotCreated)
+    fd.map(|fd| Built { fd, late, notes }).ok_or(LandlockError::NotCreated)
 }
 
 fn path_rule(

@@ -4,13 +4,13 @@
 //! child ([`child`]) only makes system calls, in this order:
 //!
 //! 1. join the session cgroups (v2, and v1 for limits kept there)
-//! 2. change to the working directory
-//! 3. private mount namespace with the `deny` masks
+//! 2. private mount namespace: the filesystem view ([`view`]), then the `deny` masks
+//! 3. change to the working directory (the view's)
 //! 4. `no_new_privs`
 //! 5. drop the capability bounding set and clear ambient capabilities
 //! 6. switch user and group (when the role names a user)
 //! 7. clear the effective, permitted and inheritable capabilities
-//! 8. landlock
+//! 8. landlock (rules in `/proc` added now, on the session's own procfs)
 //! 9. mark every fd above 2 close-on-exec
 //! 10. seccomp, last, so that nothing above is filtered
 //! 11. restore the signal mask and `execve` with the rebuilt environment
@@ -21,6 +21,7 @@ pub mod elf;
 pub mod landlock;
 pub mod masks;
 pub mod seccomp;
+pub mod view;
 
 use std::{
     ffi::{CString, OsStr, OsString},
@@ -97,6 +98,8 @@ pub enum SandboxError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error(transparent)]
     Masks(#[from] masks::MaskError),
+    #[error(transparent)]
+    View(#[from] view::ViewError),
 }
 
 /// Builds the agent's environment: the `pass` names taken from the

@@ -25,7 +25,7 @@ use std::{
     fs,
     io::Read as _,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -191,6 +191,11 @@ fn can_mask() -> bool {
     has_cap(caps::Capability::CAP_SYS_ADMIN)
 }
 
+/// Whether this caller and kernel can build the session's filesystem view.
+fn can_build_view() -> bool {
+    can_mask() && sandbox::view::kernel_has_mount_setattr()
+}
+
 /// Everything the profile asks for that this host (or this caller) cannot
 /// enforce, before the monitor is loaded (see [`sandbox::monitor_gaps`]).
 pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
@@ -206,6 +211,12 @@ pub fn enforcement_gaps(policy: &Policy, cgroups: &CgroupRoots) -> Vec<Gap> {
     }
     if !policy.filesystem.deny.is_empty() && !can_mask() {
         gaps.push(Gap::new("[filesystem] deny masks", "CAP_SYS_ADMIN (run as root)"));
+    }
+    if !can_build_view() {
+        gaps.push(Gap::new(
+            "the filesystem view: nothing mapped executable outside `exec` and the system library directories, read-only `read`/`exec` entries inside `write` trees, a private /proc, read-only /proc/sys and /sys, nosuid everywhere",
+            "CAP_SYS_ADMIN (run as root) and mount_setattr (Linux 5.12)",
+        ));
     }
     gaps
 }
@@ -250,21 +261,32 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         return Err(SandboxError::NoCommand.into());
     };
     let exe = sandbox::resolve_command(command, &env)?;
-    let abi = landlock::kernel_abi();
-    let (landlock_fd, notes) = if abi >= 1 && !req.observe {
-        let (fd, notes) = landlock::build(policy, abi, &landlock::interpreters(policy, &exe)).map_err(SandboxError::from)?;
-        (Some(fd), notes)
+    let loaders = landlock::interpreters(policy, &exe);
+    // The view is a gap when it cannot be built (refused above unless --best-effort).
+    let view = if can_build_view() {
+        let host = sandbox::view::HostMounts::read(Path::new("/proc/self/mountinfo")).map_err(SandboxError::from)?;
+        let opts = sandbox::view::Options { confine: !req.observe };
+        Some(sandbox::view::plan(policy, &loaders, &[], &host, opts).map_err(SandboxError::from)?)
     } else {
-        (None, Vec::new())
+        None
     };
-    for note in notes {
-        say!("agent-guard: note: {}", crate::escape::for_terminal(&note));
+    let abi = landlock::kernel_abi();
+    let (landlock_fd, landlock_late, notes) = if abi >= 1 && !req.observe {
+        let built = landlock::build(policy, abi, &loaders, view.is_some()).map_err(SandboxError::from)?;
+        (Some(built.fd), built.late, built.notes)
+    } else {
+        (None, Vec::new(), Vec::new())
+    };
+    for note in notes.iter().chain(view.iter().flat_map(|v| v.notes.iter())) {
+        say!("agent-guard: note: {}", crate::escape::for_terminal(note));
     }
     // Without CAP_SYS_ADMIN the masks are a gap (refused above unless --best-effort).
     let deny_masks = if !can_mask() {
         masks::Masks::default()
     } else {
-        masks::plan(&policy.filesystem.deny, &req.runtime_dir).map_err(SandboxError::from)?
+        let mut deny = policy.filesystem.deny.clone();
+        deny.extend(view.iter().flat_map(|v| v.masked.iter().cloned()));
+        masks::plan(&deny, &req.runtime_dir).map_err(SandboxError::from)?
     };
     let seccomp = seccomp::compile(&policy.syscalls.allow, &policy.network).map_err(SandboxError::from)?;
     use std::os::unix::ffi::OsStrExt;
@@ -316,11 +338,14 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
         output: capture.as_ref().and_then(io::Capture::child_fds),
         cgroup_procs: std::mem::take(&mut cgroup.procs),
         workdir,
+        mount_ns: view.is_some() || !deny_masks.mounts.is_empty(),
+        view: view.map(|v| v.steps).unwrap_or_default(),
         masks: deny_masks,
         drop_bounding: has_cap(caps::Capability::CAP_SETPCAP),
         cap_last,
         run_as: policy.run_as.as_ref().map(|r| (r.uid, r.gid)),
         landlock: landlock_fd,
+        landlock_late,
         seccomp,
         exe,
         argv,

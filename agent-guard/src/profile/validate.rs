@@ -179,6 +179,7 @@ pub(super) fn resolve(
     syscalls.denied = seccomp::deny_rule_names().filter(|n| !syscalls.allow.iter().any(|a| a == n)).map(str::to_owned).collect();
 
     check_environments(&mut ck, &file, &filesystem, &network, host);
+    check_view(&mut ck, &file, &filesystem);
 
     let mut baseline = super::BaselinePolicy::default();
     if let Some(b) = &file.baseline {
@@ -291,6 +292,30 @@ fn expand_path(ck: &mut Checker<'_>, raw: &Spanned<String>, workdir: &Path, home
         return None;
     }
     Some(path.components().collect())
+}
+
+/// What the session's filesystem view cannot give (docs/profiles.md,
+/// "the most specific path wins"): one path both writable and
+/// executable, and writes to kernel settings.
+fn check_view(ck: &mut Checker<'_>, file: &ProfileFile, fs: &FsPolicy) {
+    let raw = &file.filesystem;
+    if raw.exec.len() == fs.exec.len() {
+        for (span, path) in raw.exec.iter().zip(&fs.exec) {
+            if fs.write.contains(path) {
+                ck.error(
+                    span.span(),
+                    format!("`{}` is in both `write` and `exec`: what the agent writes there it could run; keep them apart (an `exec` entry beneath a `write` entry is read-only for the session)", path.display()),
+                );
+            }
+        }
+    }
+    if raw.write.len() == fs.write.len() {
+        for (span, path) in raw.write.iter().zip(&fs.write) {
+            if path.starts_with("/sys") || path.starts_with("/proc/sys") || path.starts_with("/proc/sysrq-trigger") {
+                ck.error(span.span(), format!("`{}`: /sys and /proc/sys are read-only in every session, even for an agent running as root", path.display()));
+            }
+        }
+    }
 }
 
 /// A `[filesystem]` key, its entries as written, and as expanded.

@@ -2,9 +2,9 @@
 //! escape or blind the other controls, compiled in the parent and installed
 //! in the child as the last step before `execve`.
 //!
-//! Denied calls fail with `EPERM`, except `clone3`, which fails with
-//! `ENOSYS` so that libc falls back to `clone`, whose flags the filter can
-//! inspect. A call from a non-native ABI (i386 `int 0x80`, x32) kills the
+//! Denied calls fail with `EPERM`, except `clone3` and `openat2`, which
+//! fail with `ENOSYS` so that libc falls back to `clone` and `openat`,
+//! whose flags and mode the filter can inspect. A call from a non-native ABI (i386 `int 0x80`, x32) kills the
 //! process: the filter cannot reason about another ABI's numbers.
 
 use seccompiler::{
@@ -39,6 +39,14 @@ enum When {
     /// `memfd_create` without `MFD_NOEXEC_SEAL`: an executable memfd
     /// would run code that no exec allowlist names.
     ExecutableMemfd,
+    /// The mode in this argument has the setuid or setgid bit.
+    SetidMode { mode: u8 },
+    /// Creating a file (`O_CREAT` or `O_TMPFILE` in `flags`) with the
+    /// setuid or setgid bit in `mode`.
+    SetidCreate { flags: u8, mode: u8 },
+    /// Always, failing with ENOSYS rather than EPERM, so that libc falls
+    /// back to an older call whose arguments the filter can see.
+    Enosys,
 }
 
 /// One entry of the default deny set. `name` is what `[syscalls] allow`
@@ -64,6 +72,10 @@ const CLONE_NS_FLAGS: [u64; 7] = [
     libc::CLONE_NEWNET as u64,
 ];
 const MFD_NOEXEC_SEAL: u64 = 0x0008;
+const S_ISUID: u64 = 0o4000;
+const S_ISGID: u64 = 0o2000;
+const O_CREAT: u64 = libc::O_CREAT as u64;
+const O_TMPFILE: u64 = libc::O_TMPFILE as u64;
 const TIOCSTI: u64 = 0x5412;
 const TIOCLINUX: u64 = 0x541C;
 /// `personality` values that stay allowed: query, PER_LINUX, PER_LINUX32,
@@ -103,7 +115,7 @@ const DENY_SET: &[DenyRule] = &[
     rule("unshare", libc::SYS_unshare, When::Always),
     rule("setns", libc::SYS_setns, When::Always),
     rule("clone", libc::SYS_clone, When::NamespaceFlags),
-    rule("clone3", libc::SYS_clone3, When::Always),
+    rule("clone3", libc::SYS_clone3, When::Enosys),
     // Replacing the kernel or adding to it.
     rule("kexec_load", libc::SYS_kexec_load, When::Always),
     rule("kexec_file_load", libc::SYS_kexec_file_load, When::Always),
@@ -119,11 +131,60 @@ const DENY_SET: &[DenyRule] = &[
     // Typing into, or rewriting, the operator's terminal.
     rule("ioctl:TIOCSTI", libc::SYS_ioctl, When::IoctlRequest(TIOCSTI)),
     rule("ioctl:TIOCLINUX", libc::SYS_ioctl, When::IoctlRequest(TIOCLINUX)),
+    // Setuid and setgid files, which would outlive the session on the host.
+    rule("setid-files", libc::SYS_chmod, When::SetidMode { mode: 1 }),
+    rule("setid-files", libc::SYS_fchmod, When::SetidMode { mode: 1 }),
+    rule("setid-files", libc::SYS_fchmodat, When::SetidMode { mode: 2 }),
+    rule("setid-files", SYS_FCHMODAT2, When::SetidMode { mode: 2 }),
+    rule("setid-files", libc::SYS_mknod, When::SetidMode { mode: 1 }),
+    rule("setid-files", libc::SYS_mknodat, When::SetidMode { mode: 2 }),
+    rule("setid-files", libc::SYS_creat, When::SetidMode { mode: 1 }),
+    rule("setid-files", libc::SYS_open, When::SetidCreate { flags: 1, mode: 2 }),
+    rule("setid-files", libc::SYS_openat, When::SetidCreate { flags: 2, mode: 3 }),
+    // openat2's mode is in a struct the filter cannot read: ENOSYS, and libc uses openat.
+    rule("openat2", libc::SYS_openat2, When::Enosys),
 ];
 
-/// Names of the default deny set, as `[syscalls] allow` spells them.
+/// `fchmodat2` (Linux 6.6), which the libc crate may not name yet.
+#[cfg(target_arch = "x86_64")]
+const SYS_FCHMODAT2: i64 = 452;
+#[cfg(not(target_arch = "x86_64"))]
+const SYS_FCHMODAT2: i64 = libc::SYS_fchmodat2;
+
+/// Socket address families beyond `AF_UNIX`, `AF_INET` and `AF_INET6`:
+/// denied unless `[syscalls] allow` names them. Any family not listed
+/// here is denied whatever the profile says.
+const FAMILIES: &[(&str, i32)] = &[
+    ("netlink", libc::AF_NETLINK),
+    ("packet", libc::AF_PACKET),
+    ("vsock", libc::AF_VSOCK),
+    ("alg", libc::AF_ALG),
+    ("bluetooth", libc::AF_BLUETOOTH),
+    ("can", libc::AF_CAN),
+    ("xdp", libc::AF_XDP),
+    ("tipc", libc::AF_TIPC),
+    ("key", libc::AF_KEY),
+];
+
+/// Socket types of IP sockets: stream and datagram, with or without
+/// `SOCK_NONBLOCK`/`SOCK_CLOEXEC` (raw and packet sockets are denied).
+const IP_TYPES: [u64; 8] = {
+    let (s, d, nb, ce) = (libc::SOCK_STREAM as u64, libc::SOCK_DGRAM as u64, libc::SOCK_NONBLOCK as u64, libc::SOCK_CLOEXEC as u64);
+    [s, s | nb, s | ce, s | nb | ce, d, d | nb, d | ce, d | nb | ce]
+};
+/// Protocols of IP sockets: the default for the type, TCP and UDP; the
+/// monitor's hooks see these (ICMP, SCTP, MPTCP, UDP-Lite are denied).
+const IP_PROTOCOLS: [u64; 3] = [0, libc::IPPROTO_TCP as u64, libc::IPPROTO_UDP as u64];
+
+/// Names of the default deny set, as `[syscalls] allow` spells them: the
+/// rules of system calls, then the socket families.
 pub fn deny_rule_names() -> impl Iterator<Item = &'static str> {
-    DENY_SET.iter().map(|r| r.name)
+    let mut seen: Vec<&'static str> = Vec::new();
+    DENY_SET.iter().map(|r| r.name).chain(FAMILIES.iter().map(|(n, _)| *n)).filter(move |n| {
+        let new = !seen.contains(n);
+        seen.push(n);
+        new
+    })
 }
 
 fn conditions(when: When) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
@@ -141,23 +202,52 @@ fn conditions(when: When) -> Result<Vec<SeccompRule>, seccompiler::BackendError>
         When::ExecutableMemfd => {
             vec![SeccompRule::new(vec![cond(1, Len::Dword, Op::MaskedEq(MFD_NOEXEC_SEAL), 0)?])?]
         }
+        When::SetidMode { mode } => [S_ISUID, S_ISGID]
+            .iter()
+            .map(|&bit| SeccompRule::new(vec![cond(mode, Len::Dword, Op::MaskedEq(bit), bit)?]))
+            .collect::<Result<_, _>>()?,
+        When::SetidCreate { flags, mode } => {
+            let mut rules = Vec::new();
+            for create in [O_CREAT, O_TMPFILE] {
+                for bit in [S_ISUID, S_ISGID] {
+                    rules.push(SeccompRule::new(vec![
+                        cond(flags, Len::Dword, Op::MaskedEq(create), create)?,
+                        cond(mode, Len::Dword, Op::MaskedEq(bit), bit)?,
+                    ])?);
+                }
+            }
+            rules
+        }
+        When::Enosys => Vec::new(),
     })
 }
 
-/// Socket address families an agent may use: always local ones; IP only
-/// when the profile lists network destinations. Everything else (vsock,
-/// packet, bluetooth, ...) is denied.
-fn socket_rule(net: &NetPolicy) -> Result<SeccompRule, seccompiler::BackendError> {
-    let mut allowed = vec![libc::AF_UNIX, libc::AF_NETLINK];
+/// Rules denying `socket()` (and `socketpair()`) outside what the profile
+/// allows: `AF_UNIX` always, `AF_INET`/`AF_INET6` only when it lists
+/// network destinations, other families only when `[syscalls] allow`
+/// names them; IP sockets only of stream or datagram type with the
+/// default protocol, TCP or UDP.
+fn socket_rules(allow: &[String], net: &NetPolicy) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let mut families = vec![libc::AF_UNIX];
     if !net.is_none() {
-        allowed.extend([libc::AF_INET, libc::AF_INET6]);
+        families.extend([libc::AF_INET, libc::AF_INET6]);
     }
-    SeccompRule::new(
-        allowed
-            .into_iter()
-            .map(|family| Cond::new(0, Len::Dword, Op::Ne, family as u64))
-            .collect::<Result<_, _>>()?,
-    )
+    families.extend(FAMILIES.iter().filter(|(name, _)| allow.iter().any(|a| a == name)).map(|(_, f)| *f));
+    let mut rules = vec![SeccompRule::new(
+        families.into_iter().map(|family| Cond::new(0, Len::Dword, Op::Ne, family as u64)).collect::<Result<_, _>>()?,
+    )?];
+    if !net.is_none() {
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            let is_ip = || Cond::new(0, Len::Dword, Op::Eq, family as u64);
+            let mut other_type = vec![is_ip()?];
+            other_type.extend(IP_TYPES.iter().map(|&t| Cond::new(1, Len::Dword, Op::Ne, t)).collect::<Result<Vec<_>, _>>()?);
+            rules.push(SeccompRule::new(other_type)?);
+            let mut other_protocol = vec![is_ip()?];
+            other_protocol.extend(IP_PROTOCOLS.iter().map(|&p| Cond::new(2, Len::Dword, Op::Ne, p)).collect::<Result<Vec<_>, _>>()?);
+            rules.push(SeccompRule::new(other_protocol)?);
+        }
+    }
+    Ok(rules)
 }
 
 /// The compiled filters, ready to install in the child.
@@ -178,7 +268,7 @@ pub fn compile(allow: &[String], net: &NetPolicy) -> Result<CompiledFilters, Sec
     let mut by_call: BTreeMap<i64, Option<Vec<SeccompRule>>> = BTreeMap::new();
     let mut enosys = BTreeMap::new();
     for r in DENY_SET.iter().filter(|r| !allow.iter().any(|a| a == r.name)) {
-        if r.name == "clone3" {
+        if matches!(r.when, When::Enosys) {
             enosys.insert(r.nr, Vec::new());
             continue;
         }
@@ -190,7 +280,11 @@ pub fn compile(allow: &[String], net: &NetPolicy) -> Result<CompiledFilters, Sec
         }
     }
     if let Some(existing) = by_call.entry(libc::SYS_socket).or_insert_with(|| Some(Vec::new())) {
-        existing.push(socket_rule(net)?);
+        existing.extend(socket_rules(allow, net)?);
+    }
+    // socketpair makes only unix sockets on Linux (and TIPC, denied).
+    if let Some(existing) = by_call.entry(libc::SYS_socketpair).or_insert_with(|| Some(Vec::new())) {
+        existing.push(SeccompRule::new(vec![Cond::new(0, Len::Dword, Op::Ne, libc::AF_UNIX as u64)?])?);
     }
     let eperm: BTreeMap<i64, Vec<SeccompRule>> =
         by_call.into_iter().map(|(nr, rules)| (nr, rules.unwrap_or_default())).collect();
@@ -302,7 +396,7 @@ mod tests {
         let none = NetPolicy::default();
         let all = compile(&[], &none).unwrap_or_else(|e| panic!("{e}"));
         assert!(all.enosys.is_some());
-        let allow: Vec<String> = ["ptrace", "clone3", "ioctl:TIOCSTI"].map(String::from).to_vec();
+        let allow: Vec<String> = ["ptrace", "clone3", "openat2", "ioctl:TIOCSTI"].map(String::from).to_vec();
         let fewer = compile(&allow, &none).unwrap_or_else(|e| panic!("{e}"));
         assert!(fewer.enosys.is_none());
         assert!(fewer.deny.len() < all.deny.len());
@@ -380,6 +474,56 @@ mod tests {
         assert_eq!(deny(0x4000_0000 | libc::SYS_read, [0; 6]), Some(libc::SECCOMP_RET_KILL_PROCESS));
         let enosys = f.enosys.as_ref().map(|p| run(p, X86_64, libc::SYS_clone3 as u32, [0; 6]));
         assert_eq!(enosys, Some(Some(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)));
+    }
+
+    #[test]
+    fn setid_files_socket_families_and_types() {
+        const X86_64: u32 = 0xC000_003E;
+        let eperm = Some(libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        let allow = Some(libc::SECCOMP_RET_ALLOW);
+        let net = NetPolicy { connect: vec!["127.0.0.1:80".parse().unwrap_or_else(|e| panic!("{e}"))], ..NetPolicy::default() };
+        let f = compile(&[], &net).unwrap_or_else(|e| panic!("{e}"));
+        let call = |nr: i64, args: [u64; 6]| run(&f.deny, X86_64, nr as u32, args);
+        // chmod family: the setuid or setgid bit is refused, other modes pass.
+        assert_eq!(call(libc::SYS_chmod, [0, 0o4755, 0, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_fchmod, [3, 0o2755, 0, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_fchmodat, [3, 0, 0o6755, 0, 0, 0]), eperm);
+        assert_eq!(call(SYS_FCHMODAT2, [3, 0, 0o4700, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_chmod, [0, 0o1777, 0, 0, 0, 0]), allow);
+        assert_eq!(call(libc::SYS_fchmodat, [3, 0, 0o755, 0, 0, 0]), allow);
+        // Creation with the bits, by open, openat, creat, mknod.
+        let creat = libc::O_CREAT as u64 | libc::O_WRONLY as u64;
+        assert_eq!(call(libc::SYS_openat, [3, 0, creat, 0o4755, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_openat, [3, 0, libc::O_TMPFILE as u64 | 2, 0o2755, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_open, [0, creat, 0o4755, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_creat, [0, 0o4755, 0, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_mknodat, [3, 0, libc::S_IFREG as u64 | 0o4755, 0, 0, 0]), eperm);
+        assert_eq!(call(libc::SYS_openat, [3, 0, creat, 0o644, 0, 0]), allow);
+        // Without O_CREAT the mode argument means nothing: not refused.
+        assert_eq!(call(libc::SYS_openat, [3, 0, libc::O_RDONLY as u64, 0o4755, 0, 0]), allow);
+        let enosys = f.enosys.as_ref().map(|p| run(p, X86_64, libc::SYS_openat2 as u32, [0; 6]));
+        assert_eq!(enosys, Some(Some(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32)));
+        // Families: unix and IP only; netlink, packet and unknown ones refused.
+        let sock = |family: i32, ty: i32, proto: i32| call(libc::SYS_socket, [family as u64, ty as u64, proto as u64, 0, 0, 0]);
+        assert_eq!(sock(libc::AF_UNIX, libc::SOCK_STREAM, 0), allow);
+        assert_eq!(sock(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0), allow);
+        assert_eq!(sock(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP), allow);
+        assert_eq!(sock(libc::AF_NETLINK, libc::SOCK_RAW, 0), eperm);
+        assert_eq!(sock(libc::AF_PACKET, libc::SOCK_RAW, 0), eperm);
+        assert_eq!(sock(42, libc::SOCK_STREAM, 0), eperm);
+        // Raw IP sockets, and protocols the monitor does not see.
+        assert_eq!(sock(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP), eperm);
+        assert_eq!(sock(libc::AF_INET6, libc::SOCK_RAW, 0), eperm);
+        assert_eq!(sock(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP), eperm);
+        assert_eq!(sock(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP), eperm);
+        assert_eq!(call(libc::SYS_socketpair, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]), allow);
+        assert_eq!(call(libc::SYS_socketpair, [libc::AF_INET as u64, 1, 0, 0, 0, 0]), eperm);
+        // A profile may opt a family back in by name.
+        let g = compile(&["netlink".to_owned()], &NetPolicy::default()).unwrap_or_else(|e| panic!("{e}"));
+        let sock = |family: i32| run(&g.deny, X86_64, libc::SYS_socket as u32, [family as u64, 3, 0, 0, 0, 0]);
+        assert_eq!(sock(libc::AF_NETLINK), allow);
+        assert_eq!(sock(libc::AF_PACKET), eperm);
+        assert_eq!(sock(libc::AF_INET), eperm);
     }
 
     #[test]

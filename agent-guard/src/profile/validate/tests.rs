@@ -232,3 +232,34 @@ fn loader_and_shell_startup_variables_cannot_be_passed() {
     let ok = format!("{MINIMAL}[env]\npass = [\"PATH\"]\nset = {{ LD_LIBRARY_PATH = \"/opt/lib\" }}\n");
     assert!(parse("r", &ok).is_ok());
 }
+
+#[test]
+fn one_path_writable_and_executable_is_refused_with_its_position() {
+    let text = format!("{MINIMAL}[filesystem]\nwrite = [\"{{workdir}}\"]\nexec = [\"/usr/bin\", \"{{workdir}}\"]\n");
+    let errors = parse("r", &text).expect_err("write + exec on one path");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("/p/r.toml:6:21:") && errors[0].contains("both `write` and `exec`"), "{errors:?}");
+    // Beneath is fine: that subtree becomes read-only and executable.
+    let text = format!("{MINIMAL}[filesystem]\nwrite = [\"{{workdir}}\"]\nexec = [\"{{workdir}}/bin\"]\nread = [\"{{workdir}}\"]\n");
+    parse("r", &text).expect("exec beneath write");
+}
+
+#[test]
+fn kernel_settings_cannot_be_granted_for_writing() {
+    for path in ["/sys", "/sys/fs/cgroup/x", "/proc/sys/kernel/hostname", "/proc/sysrq-trigger"] {
+        let text = format!("{MINIMAL}[filesystem]\nwrite = [{path:?}]\n");
+        let errors = parse("r", &text).expect_err(path);
+        assert!(errors.iter().any(|e| e.contains("/p/r.toml:5:10:") && e.contains("read-only in every session")), "{path}: {errors:?}");
+    }
+}
+
+#[test]
+fn socket_families_are_opted_in_by_name() {
+    let text = format!("{MINIMAL}[syscalls]\nallow = [\"netlink\", \"setid-files\"]\n");
+    let p = parse("r", &text).expect("known names");
+    assert_eq!(p.syscalls.allow, ["netlink", "setid-files"]);
+    assert!(p.syscalls.denied.iter().any(|d| d == "packet") && !p.syscalls.denied.iter().any(|d| d == "netlink"));
+    let text = format!("{MINIMAL}[syscalls]\nallow = [\"inet\"]\n");
+    let errors = parse("r", &text).expect_err("unknown family");
+    assert!(errors[0].contains("/p/r.toml:5:10:") && errors[0].contains("netlink"), "{errors:?}");
+}

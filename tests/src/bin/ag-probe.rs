@@ -18,7 +18,11 @@ fn report(what: &str, res: std::io::Result<String>) -> ! {
             std::process::exit(0)
         }
         Err(e) => {
-            let refused = matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+            // EROFS, EBUSY, EXDEV: a read-only or pinned part of the session's view.
+            let refused = matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::EROFS) | Some(libc::EBUSY) | Some(libc::EXDEV)
+            );
             println!("{} {what}: {e}", if refused { "REFUSED" } else { "FAILED" });
             std::process::exit(if refused { 1 } else { 2 })
         }
@@ -51,6 +55,73 @@ fn main() {
             report("exec", Err(std::io::Error::last_os_error()))
         }
         "memfd-exec" => report("memfd-exec", memfd_exec(arg(1) == "noexec-seal")),
+        // `run PATH ARGS...`: execv with arguments (e.g. the dynamic loader on a program).
+        "run" => {
+            let argv: Vec<CString> = args[1..].iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect();
+            let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+            ptrs.push(std::ptr::null());
+            // SAFETY: execv with a NUL-terminated argv of valid C strings.
+            unsafe { libc::execv(argv.first().map_or(std::ptr::null(), |a| a.as_ptr()), ptrs.as_ptr()) };
+            report("run", Err(std::io::Error::last_os_error()))
+        }
+        // `exec-env VAR=VALUE PATH`: runs PATH with only that variable (e.g. LD_PRELOAD) and reports its stderr.
+        "exec-env" => {
+            let out = std::process::Command::new(arg(2)).env_clear().env(arg(1).split_once('=').map_or("", |(k, _)| k), arg(1).split_once('=').map_or("", |(_, v)| v)).output();
+            report("exec-env", out.and_then(|o| {
+                let err = String::from_utf8_lossy(&o.stderr).into_owned();
+                if err.contains("cannot be preloaded") || err.contains("failed to map segment") {
+                    Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("refused by the loader: {}", err.trim())))
+                } else if o.status.success() {
+                    Ok(format!("ran; stderr: {}", err.trim()))
+                } else {
+                    Err(std::io::Error::other(format!("{}: {}", o.status, err.trim())))
+                }
+            }).map_err(|e| if e.kind() == std::io::ErrorKind::PermissionDenied { std::io::Error::from_raw_os_error(libc::EPERM) } else { e }))
+        }
+        "mmap-exec" => report("mmap-exec", mmap_exec(&arg(1))),
+        "dlopen" => report("dlopen", dlopen(&arg(1))),
+        "chmod" => report("chmod", {
+            let mode = u32::from_str_radix(&arg(2), 8).unwrap_or(0);
+            std::fs::set_permissions(arg(1), std::os::unix::fs::PermissionsExt::from_mode(mode)).map(|()| format!("{mode:o}"))
+        }),
+        "create" => report("create", {
+            let path = CString::new(arg(1)).unwrap_or_default();
+            let mode = u32::from_str_radix(&arg(2), 8).unwrap_or(0);
+            // SAFETY: open with a valid C string; the fd is closed at once.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_EXCL | libc::O_CLOEXEC, mode) };
+            // SAFETY: closing the fd just opened (when it was).
+            errno_result(i64::from(fd)).inspect(|_| unsafe { libc::close(fd); })
+        }),
+        "mknod" => report("mknod", {
+            let path = CString::new(arg(1)).unwrap_or_default();
+            let mode = u32::from_str_radix(&arg(2), 8).unwrap_or(0);
+            // SAFETY: mknod of a regular file with a valid C string.
+            errno_result(i64::from(unsafe { libc::mknod(path.as_ptr(), libc::S_IFREG | mode, 0) }))
+        }),
+        // Opens for writing without writing anything (safe on kernel settings).
+        "open-write" => report("open-write", std::fs::OpenOptions::new().write(true).open(arg(1)).map(|_| "opened for writing".to_owned())),
+        "rename" => report("rename", std::fs::rename(arg(1), arg(2)).map(|()| String::new())),
+        "mkdir" => report("mkdir", std::fs::create_dir(arg(1)).map(|()| String::new())),
+        "rmdir" => report("rmdir", std::fs::remove_dir(arg(1)).map(|()| String::new())),
+        "unlink" => report("unlink", std::fs::remove_file(arg(1)).map(|()| String::new())),
+        "append" => report(
+            "append",
+            std::fs::OpenOptions::new().append(true).open(arg(1)).and_then(|mut f| f.write_all(b"appended\n")).map(|()| String::new()),
+        ),
+        "symlink" => report("symlink", std::os::unix::fs::symlink(arg(1), arg(2)).map(|()| String::new())),
+        "socket" => {
+            let n = |i: usize| arg(i).parse::<i32>().unwrap_or(-1);
+            // SAFETY: socket has no memory arguments; the fd is closed at once.
+            let fd = unsafe { libc::socket(n(1), n(2), n(3)) };
+            // SAFETY: closing the fd just made (when it was).
+            report("socket", errno_result(i64::from(fd)).inspect(|_| unsafe { libc::close(fd); }))
+        }
+        "proc-pids" => report("proc-pids", std::fs::read_dir("/proc").map(|d| {
+            let mut pids: Vec<u32> = d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+            pids.sort_unstable();
+            format!("{} {:?}", pids.len(), pids)
+        })),
+        "proc-mem" => report("proc-mem", proc_mem()),
         "connect" => report("connect", connect(&arg(1))),
         "bind" => report(
             "bind",
@@ -265,6 +336,51 @@ fn memfd_exec(noexec_seal: bool) -> std::io::Result<String> {
     // SAFETY: fexecve with NUL-terminated argv/envp arrays.
     unsafe { libc::fexecve(fd, argv.as_ptr(), envp.as_ptr()) };
     Err(std::io::Error::last_os_error())
+}
+
+fn mmap_exec(path: &str) -> std::io::Result<String> {
+    let f = std::fs::File::open(path)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a private read+exec mapping of one page of an open file; unmapped at once, never called.
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE, f.as_raw_fd(), 0);
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::munmap(p, 4096);
+    }
+    Ok("mapped executable".to_owned())
+}
+
+fn dlopen(path: &str) -> std::io::Result<String> {
+    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: dlopen with a valid C string; dlerror's message is copied at once.
+    unsafe {
+        let h = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if h.is_null() {
+            let msg = std::ffi::CStr::from_ptr(libc::dlerror()).to_string_lossy().into_owned();
+            let errno = if msg.contains("failed to map segment") || msg.contains("not permitted") { libc::EPERM } else { libc::ENOENT };
+            println!("dlerror: {msg}");
+            return Err(std::io::Error::from_raw_os_error(errno));
+        }
+    }
+    Ok("loaded".to_owned())
+}
+
+/// Writes to this process's own memory through /proc/self/mem and reads it back.
+fn proc_mem() -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let target = Box::new([0u8; 8]);
+    let addr = target.as_ptr() as u64;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open("/proc/self/mem")?;
+    f.write_all_at(b"written!", addr)?;
+    // SAFETY: a volatile read of our own live buffer, changed behind the compiler's back.
+    let now = unsafe { std::ptr::read_volatile(target.as_ptr().cast::<[u8; 8]>()) };
+    if &now == b"written!" {
+        Ok("own memory written".to_owned())
+    } else {
+        Err(std::io::Error::other("the write did not reach our memory"))
+    }
 }
 
 fn abstract_connect(name: &str) -> std::io::Result<String> {

@@ -50,6 +50,20 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
+#[derive(serde::Serialize)]
+struct View {
+    view: Vec<crate::sandbox::view::ViewEntry>,
+}
+
+/// The filesystem view a session of `policy` gets on this host (as `run` plans it for `/bin/sh`).
+fn view_of(policy: &profile::Policy) -> anyhow::Result<View> {
+    use crate::sandbox::{landlock, view};
+    let host = view::HostMounts::read(Path::new("/proc/self/mountinfo"))?;
+    let loaders = landlock::interpreters(policy, Path::new("/bin/sh"));
+    let plan = view::plan(policy, &loaders, &[], &host, view::Options { confine: true })?;
+    Ok(View { view: plan.entries })
+}
+
 pub fn run(cmd: ProfileCommand, config: Option<&Path>) -> anyhow::Result<i32> {
     let host = super::load_host_config(config)?;
     let caller_uid = nix::unistd::getuid().as_raw();
@@ -90,10 +104,15 @@ pub fn run(cmd: ProfileCommand, config: Option<&Path>) -> anyhow::Result<i32> {
             let path = super::run::profile_path(args.role.as_deref(), args.profile.as_deref())?;
             let ctx = Context { workdir: super::run::workdir(args.workdir.as_deref())?, caller_uid };
             let policy = profile::load(&path, &ctx, &host)?;
+            let view = view_of(&policy)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&policy)?);
+                let mut value = serde_json::to_value(&policy)?;
+                value["view"] = serde_json::to_value(&view.view)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", toml::to_string_pretty(&policy)?);
+                println!("\n# The session's filesystem view on this host: mounts beyond landlock's rules (docs/profiles.md)");
+                print!("{}", toml::to_string_pretty(&view)?);
             }
             Ok(0)
         }

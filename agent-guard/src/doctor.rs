@@ -2,7 +2,10 @@
 //! seccomp, cgroups, bpffs, BTF, and which eBPF program types load (by
 //! loading a trivial program of each from agent-guard's own object).
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use agent_guard_common::probe::ProbeKind;
 use aya::{
@@ -67,6 +70,7 @@ pub fn run(mountinfo: &Path) -> Report {
     checks.push(check("kernel", true, Need::Required, release));
     checks.extend(landlock_checks());
     checks.push(seccomp_check());
+    checks.push(view_check(mountinfo));
     let roots = CgroupRoots::discover(mountinfo).unwrap_or_default();
     checks.extend(cgroup_checks(&roots));
     let bpffs = fs::read_to_string(mountinfo).is_ok_and(|t| t.lines().any(|l| l.contains(" - bpf ")));
@@ -121,6 +125,44 @@ fn landlock_checks() -> Vec<Check> {
         feature("device ioctl", 5, Need::Wanted),
         feature("signal and abstract unix socket scoping", 6, Need::Wanted),
     ]
+}
+
+/// Builds, in a throwaway mount namespace, the view of a profile with an
+/// `exec` entry and a read-only entry inside a writable tree.
+fn view_check(mountinfo: &Path) -> Check {
+    use crate::sandbox::{child, view};
+    let name = "filesystem view (mount namespace, open_tree, mount_setattr, private procfs)";
+    let result = (|| -> Result<String, String> {
+        let dir = tempfile_dir().map_err(|e| format!("making a probe directory: {e}"))?;
+        let mut policy = crate::profile::Policy::probe_only(&dir);
+        std::fs::create_dir_all(dir.join("ro")).map_err(|e| e.to_string())?;
+        policy.filesystem.write = vec![dir.clone()];
+        policy.filesystem.read = vec![dir.join("ro")];
+        policy.filesystem.exec = vec![PathBuf::from("/bin/sh")];
+        let host = view::HostMounts::read(mountinfo).map_err(|e| e.to_string())?;
+        let plan = view::plan(&policy, &[], &[], &host, view::Options { confine: true }).map_err(|e| e.to_string())?;
+        let outcome = child::try_view(&plan.steps);
+        let _ = std::fs::remove_dir_all(&dir);
+        match outcome {
+            Ok(()) => Ok(format!("{} mounts built", plan.steps.len())),
+            Err((i, errno)) => Err(format!(
+                "{} failed: {}",
+                plan.steps.get(i).map_or_else(|| "making the mount namespace".to_owned(), |s| format!("step {i} at {}", s.target.to_string_lossy())),
+                std::io::Error::from_raw_os_error(errno)
+            )),
+        }
+    })();
+    match result {
+        Ok(detail) => check(name, true, Need::Required, detail),
+        Err(detail) => check(name, false, Need::Required, detail),
+    }
+}
+
+/// A fresh directory for a probe, under the system's temporary directory.
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("agent-guard-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn seccomp_check() -> Check {

@@ -270,6 +270,51 @@ pub unsafe fn enter(plan: &ChildPlan, args: &ExecArgs, report: RawFd, old_mask: 
     }
 }
 
+/// Builds `steps` in a forked child's own mount namespace, as a session's
+/// child would, and reports the first step that failed with its errno
+/// (`doctor`'s probe of the view). The host's mounts are not touched.
+pub fn try_view(steps: &[Step]) -> Result<(), (usize, i32)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds; fork's child makes only system calls on
+    // prepared data and leaves with _exit; the parent reads and reaps it.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err((0, errno()));
+        }
+        let pid = libc::fork();
+        if pid == 0 {
+            let mut r = libc::unshare(libc::CLONE_NEWNS);
+            if r >= 0 {
+                r = libc::mount(ptr::null(), c"/".as_ptr(), ptr::null(), libc::MS_REC | libc::MS_PRIVATE, ptr::null()) as i32;
+            }
+            if r < 0 {
+                fail(fds[1], Stage::MountNamespace, 0, errno());
+            }
+            for (i, step) in steps.iter().enumerate() {
+                if view_step(step) < 0 {
+                    fail(fds[1], Stage::View, i as u32, errno());
+                }
+            }
+            libc::_exit(0);
+        }
+        libc::close(fds[1]);
+        let mut buf = [0u8; 12];
+        let n = libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fds[0]);
+        if pid > 0 {
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        } else {
+            return Err((0, errno()));
+        }
+        if n == 12 {
+            let word = |i: usize| [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]];
+            return Err((u32::from_ne_bytes(word(4)) as usize, i32::from_ne_bytes(word(8))));
+        }
+        Ok(())
+    }
+}
+
 /// One mount of the view; returns a negative value on failure (errno set).
 ///
 /// # Safety

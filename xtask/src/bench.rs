@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 
 use crate::root;
@@ -60,7 +60,12 @@ fn setup(name: &str, profile: &str) -> Result<Setup> {
     let probe = crate::target_dir().join("release/ag-probe");
     let dir = std::env::temp_dir().join(format!("ag-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{name}.toml"));
+    // The file is named after the role it defines (the profile checker insists).
+    let role = profile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_owned()))
+        .with_context(|| format!("no role name in the {name} profile"))?;
+    let path = dir.join(format!("{role}.toml"));
     std::fs::write(&path, profile.replace("@PROBE@", &probe.to_string_lossy()))?;
     Ok(Setup { ag, probe, dir, profile: path })
 }
@@ -68,7 +73,7 @@ fn setup(name: &str, profile: &str) -> Result<Setup> {
 /// A session of `setup`'s profile that sleeps (an hour at most) until it
 /// is sent SIGTERM: while it runs, the monitor's system-wide hooks are attached.
 fn idle_session(setup: &Setup) -> Result<std::process::Child> {
-    Ok(Command::new(&setup.ag)
+    let mut child = Command::new(&setup.ag)
         .args(["run", "--quiet", "--profile"])
         .arg(&setup.profile)
         .arg("--workdir")
@@ -78,7 +83,13 @@ fn idle_session(setup: &Setup) -> Result<std::process::Child> {
         .args(["sleep", "3600"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .spawn()?)
+        .spawn()?;
+    // A session that could not start would make every "session running" figure a lie.
+    std::thread::sleep(Duration::from_millis(500));
+    if let Some(status) = child.try_wait()? {
+        bail!("the idle session of {} ended at once: {status}", setup.profile.display());
+    }
+    Ok(child)
 }
 
 /// The profile the overhead workloads run under: what they need, no more.

@@ -100,12 +100,31 @@ pub const ON_LIMIT_FREEZE: u32 = 1;
 /// Port ranges allowed for one network prefix.
 pub const MAX_PORT_RANGES: usize = 16;
 
+/// `PortRangeRaw::protocols` bits: which transport protocols a range allows.
+pub const PROTO_TCP: u8 = 1;
+pub const PROTO_UDP: u8 = 2;
+pub const PROTO_ANY: u8 = PROTO_TCP | PROTO_UDP;
+
+/// The `PROTO_*` bit of an IP socket's protocol (`IPPROTO_TCP` 6,
+/// `IPPROTO_UDP` 17); 0 for any other, which no range allows.
+#[inline(always)]
+pub const fn proto_bit(ipproto: u32) -> u8 {
+    match ipproto {
+        6 => PROTO_TCP,
+        17 => PROTO_UDP,
+        _ => 0,
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct PortRangeRaw {
     /// Host byte order, inclusive.
     pub lo: u16,
     pub hi: u16,
+    /// `PROTO_*` bits the range allows.
+    pub protocols: u8,
+    pub _pad: [u8; 3],
 }
 
 /// The value of an entry of the `NET_V4`/`NET_V6` LPM tries: every port
@@ -119,8 +138,8 @@ pub struct PortRanges {
     pub ranges: [PortRangeRaw; MAX_PORT_RANGES],
 }
 
-const _: () = assert!(core::mem::size_of::<PortRangeRaw>() == 4);
-const _: () = assert!(core::mem::size_of::<PortRanges>() == 4 + 4 * MAX_PORT_RANGES);
+const _: () = assert!(core::mem::size_of::<PortRangeRaw>() == 8);
+const _: () = assert!(core::mem::size_of::<PortRanges>() == 4 + 8 * MAX_PORT_RANGES);
 
 impl Default for PortRanges {
     fn default() -> PortRanges {
@@ -129,14 +148,17 @@ impl Default for PortRanges {
 }
 
 impl PortRanges {
-    pub const EMPTY: PortRanges = PortRanges { count: 0, ranges: [PortRangeRaw { lo: 0, hi: 0 }; MAX_PORT_RANGES] };
+    pub const EMPTY: PortRanges =
+        PortRanges { count: 0, ranges: [PortRangeRaw { lo: 0, hi: 0, protocols: 0, _pad: [0; 3] }; MAX_PORT_RANGES] };
 
-    /// Whether `port` (host order) is in one of the ranges.
+    /// Whether `port` (host order) is in one of the ranges that allow the
+    /// protocol `proto` (a `PROTO_*` bit; 0 matches nothing).
     #[inline(always)]
-    pub fn allows(&self, port: u16) -> bool {
+    pub fn allows(&self, port: u16, proto: u8) -> bool {
         let mut i = 0;
         while i < MAX_PORT_RANGES {
-            if (i as u32) < self.count && self.ranges[i].lo <= port && port <= self.ranges[i].hi {
+            let r = &self.ranges[i];
+            if (i as u32) < self.count && r.lo <= port && port <= r.hi && r.protocols & proto != 0 {
                 return true;
             }
             i += 1;
@@ -251,11 +273,16 @@ mod tests {
     #[test]
     fn port_ranges() {
         let mut r = PortRanges::EMPTY;
-        r.ranges[0] = PortRangeRaw { lo: 80, hi: 80 };
-        r.ranges[1] = PortRangeRaw { lo: 8000, hi: 8100 };
-        r.count = 2;
-        assert!(r.allows(80) && r.allows(8000) && r.allows(8100));
-        assert!(!r.allows(81) && !r.allows(443));
-        assert!(!PortRanges::EMPTY.allows(0));
+        r.ranges[0] = PortRangeRaw { lo: 80, hi: 80, protocols: PROTO_TCP, _pad: [0; 3] };
+        r.ranges[1] = PortRangeRaw { lo: 8000, hi: 8100, protocols: PROTO_ANY, _pad: [0; 3] };
+        r.ranges[2] = PortRangeRaw { lo: 53, hi: 53, protocols: PROTO_UDP, _pad: [0; 3] };
+        r.count = 3;
+        let (tcp, udp) = (proto_bit(6), proto_bit(17));
+        assert!(r.allows(80, tcp) && r.allows(8000, tcp) && r.allows(8100, udp) && r.allows(53, udp));
+        assert!(!r.allows(80, udp) && !r.allows(53, tcp));
+        assert!(!r.allows(81, tcp) && !r.allows(443, tcp));
+        // Another protocol (e.g. SCTP, 132) matches no range.
+        assert!(!r.allows(8000, proto_bit(132)));
+        assert!(!PortRanges::EMPTY.allows(0, PROTO_ANY));
     }
 }

@@ -131,7 +131,7 @@ impl Session {
     #[inline(always)]
     pub fn bind_allows(&self, port: u16) -> bool {
         // SAFETY: as in `ended`.
-        unsafe { (*self.state).bind.allows(port) }
+        unsafe { (*self.state).bind.allows(port, agent_guard_common::session::PROTO_ANY) }
     }
 
     #[inline(always)]

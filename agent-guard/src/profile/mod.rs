@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use self::{
     diag::{Diagnostic, Diagnostics, SourceFile},
     host::HostConfig,
-    net::{Destination, PortRange},
+    net::{Destination, PortRange, Protocol},
     schema::{OnDeviation, OnLimit},
     units::{ByteSize, HumanDuration},
     validate::looks_secret,

@@ -239,7 +239,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
             connect: ["0.0.0.0/0", "::/0"]
                 .iter()
                 .filter_map(|n| n.parse().ok())
-                .map(|net| crate::profile::Destination { net, ports: any })
+                .map(|net| crate::profile::Destination { net, ports: any, protocol: crate::profile::Protocol::Both })
                 .collect(),
             bind: vec![any],
         };

@@ -28,6 +28,12 @@ pub enum CgroupSockAddrAttachType {
     UDPRecvMsg4,
     /// Attach to IPv6 `udp_recvmsg` events.
     UDPRecvMsg6,
+    /// Attach to unix socket connect events (Linux 6.7).
+    /// agent-guard patch: not in aya-obj 0.3.0.
+    UnixConnect,
+    /// Attach to unix socket `sendmsg` events with an address (Linux 6.7).
+    /// agent-guard patch: not in aya-obj 0.3.0.
+    UnixSendMsg,
 }
 
 impl From<CgroupSockAddrAttachType> for bpf_attach_type {
@@ -45,6 +51,8 @@ impl From<CgroupSockAddrAttachType> for bpf_attach_type {
             CgroupSockAddrAttachType::UDPSendMsg6 => Self::BPF_CGROUP_UDP6_SENDMSG,
             CgroupSockAddrAttachType::UDPRecvMsg4 => Self::BPF_CGROUP_UDP4_RECVMSG,
             CgroupSockAddrAttachType::UDPRecvMsg6 => Self::BPF_CGROUP_UDP6_RECVMSG,
+            CgroupSockAddrAttachType::UnixConnect => Self::BPF_CGROUP_UNIX_CONNECT,
+            CgroupSockAddrAttachType::UnixSendMsg => Self::BPF_CGROUP_UNIX_SENDMSG,
         }
     }
 }

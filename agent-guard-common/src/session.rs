@@ -82,7 +82,7 @@ impl Counter {
 
 /// Kernel struct field offsets user space finds in BTF and passes to the
 /// programs (aya-ebpf has no CO-RE): indexes into `KERNEL_OFFSETS`.
-pub const KERNEL_OFFSETS: usize = 9;
+pub const KERNEL_OFFSETS: usize = 11;
 pub const OFF_TASK_FILES: usize = 0;
 pub const OFF_FILES_FDT: usize = 1;
 pub const OFF_FDTABLE_FD: usize = 2;
@@ -92,6 +92,10 @@ pub const OFF_TASK_EXIT_CODE: usize = 5;
 pub const OFF_FDTABLE_MAX_FDS: usize = 6;
 pub const OFF_TASK_REAL_PARENT: usize = 7;
 pub const OFF_TASK_TGID: usize = 8;
+/// `struct bpf_sock_addr_kern` (what a cgroup sock_addr program's context
+/// really points to): the address the caller passed, and its length.
+pub const OFF_SOCK_ADDR_UADDR: usize = 9;
+pub const OFF_SOCK_ADDR_UADDRLEN: usize = 10;
 
 /// What the kernel side does when a counter passes its limit.
 pub const ON_LIMIT_KILL: u32 = 0;
@@ -201,6 +205,9 @@ pub struct SessionState {
 /// `SessionState::flags`: report every file opened for reading (a
 /// `FileOpenRead` event each), for baselines and learned profiles.
 pub const SESSION_RECORD_READS: u32 = 1;
+/// `SessionState::flags`: connecting to any pathname unix socket is
+/// allowed (and reported): `run --observe`, where the allowlists are off.
+pub const SESSION_UNIX_ANY: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4 + 8);
 
@@ -238,6 +245,41 @@ const _: () = assert!(core::mem::size_of::<RingSlot>() == 16);
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
 unsafe impl aya::Pod for RingSlot {}
+
+/// Bytes of `sockaddr_un.sun_path`.
+pub const UNIX_PATH_LEN: usize = 108;
+
+/// A key of the `UNIX_ALLOW` hash map: a socket file a session may
+/// connect to. The path is the whole `sun_path` up to its first NUL (or
+/// the address length), zero-filled to the end, so that a lookup compares
+/// the whole string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct UnixKey {
+    /// The session's cgroup id.
+    pub cgroup: u64,
+    pub path: [u8; UNIX_PATH_LEN],
+    pub _pad: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<UnixKey>() == 8 + UNIX_PATH_LEN + 4);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data without implicit padding (asserted above), valid for any bit pattern.
+unsafe impl aya::Pod for UnixKey {}
+
+impl UnixKey {
+    /// The key of `path` (at most [`UNIX_PATH_LEN`] bytes, else `None`) in
+    /// the session `cgroup`.
+    pub fn new(cgroup: u64, path: &[u8]) -> Option<UnixKey> {
+        if path.len() > UNIX_PATH_LEN {
+            return None;
+        }
+        let mut key = UnixKey { cgroup, path: [0; UNIX_PATH_LEN], _pad: [0; 4] };
+        key.path[..path.len()].copy_from_slice(path);
+        Some(key)
+    }
+}
 
 /// Keys of the `NET_V4`/`NET_V6` LPM tries: the session's cgroup id (big
 /// endian, so that it forms the first 64 bits of every prefix), then the

@@ -20,8 +20,8 @@ use agent_guard_common::session::{net_key, proto_bit, NET_V4_KEY, NET_V6_KEY};
 
 use crate::maps::{Session, NET_V4, NET_V6};
 
-const ALLOW: i32 = 1;
-const DENY: i32 = 0;
+pub(crate) const ALLOW: i32 = 1;
+pub(crate) const DENY: i32 = 0;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
@@ -89,9 +89,10 @@ fn check_v6(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
     decide(&session, allowed, AF_INET6 as u16, sa.protocol as u16, port, ip, via_sendmsg)
 }
 
-/// Counts the attempt, applies the connects limit, reports, and answers.
+/// Counts a connect (or addressed send) attempt, IP or unix, and applies
+/// the session's end and its connects limit: whether it stays allowed.
 #[inline(always)]
-fn decide(session: &Session, mut allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
+pub(crate) fn count_connect(session: &Session, mut allowed: bool) -> bool {
     // A session a limit has ended sends nothing more.
     if session.ended() {
         allowed = false;
@@ -104,6 +105,13 @@ fn decide(session: &Session, mut allowed: bool, family: u16, protocol: u16, port
     if !allowed {
         session.add(Counter::ConnectsDenied, 1);
     }
+    allowed
+}
+
+/// Counts the attempt, applies the connects limit, reports, and answers.
+#[inline(always)]
+fn decide(session: &Session, allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
+    let allowed = count_connect(session, allowed);
     session.emit(ConnectEvent {
         header: session.header(EventKind::Connect as u32),
         family,

@@ -1,11 +1,16 @@
 //! Turns `[network]` into the kernel's maps: LPM-trie entries whose values
 //! carry the port ranges of their own rule and of every wider rule that
 //! contains them (an LPM lookup returns only the longest match), and the
-//! bind port ranges.
+//! bind port ranges; and the socket files of `[network] unix`, each in
+//! every spelling that reaches it.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
 
-use agent_guard_common::session::{PortRangeRaw, PortRanges, MAX_PORT_RANGES, PROTO_ANY};
+use agent_guard_common::session::{PortRangeRaw, PortRanges, MAX_PORT_RANGES, PROTO_ANY, UNIX_PATH_LEN};
 use ipnet::IpNet;
 
 use crate::profile::{Destination, Policy, PortRange};
@@ -22,6 +27,31 @@ pub struct Rules {
     pub v4: Vec<(u32, [u8; 4], PortRanges)>,
     pub v6: Vec<(u32, [u8; 16], PortRanges)>,
     pub bind: PortRanges,
+    /// `UNIX_ALLOW` paths: every spelling of every `[network] unix` entry
+    /// (see [`unix_spellings`]), each at most 108 bytes.
+    pub unix: Vec<Vec<u8>>,
+}
+
+/// The spellings of the socket file `path` that the kernel side accepts:
+/// the path as the profile names it (placeholders expanded), the same
+/// with its parent directory resolved (`/var/run/x.sock` is
+/// `/run/x.sock` where `/var/run` links to `/run`), and the socket's own
+/// canonical path when it exists (a socket file that is itself a
+/// symlink). Spellings longer than a `sun_path` are left out. A relative
+/// path never matches any of them.
+pub fn unix_spellings(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_owned()];
+    if let (Some(parent), Some(name)) = (path.parent(), path.file_name()) {
+        if let Ok(parent) = parent.canonicalize() {
+            out.push(parent.join(name));
+        }
+    }
+    if let Ok(real) = path.canonicalize() {
+        out.push(real);
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| p.as_os_str().len() <= UNIX_PATH_LEN && seen.insert(p.clone()));
+    out
 }
 
 /// IPv4 addresses as they appear through an IPv6 socket: `::ffff:a.b.c.d`.
@@ -114,6 +144,9 @@ impl Rules {
         // Bind ports hold for TCP and UDP alike.
         let bind: Vec<(PortRange, u8)> = policy.network.bind.iter().map(|r| (*r, PROTO_ANY)).collect();
         rules.bind = to_raw("[network] bind", &bind)?;
+        rules.unix = policy.network.unix.iter().flat_map(|p| unix_spellings(p)).map(|p| p.as_os_str().as_bytes().to_vec()).collect();
+        rules.unix.sort();
+        rules.unix.dedup();
         Ok(rules)
     }
 }
@@ -179,6 +212,40 @@ mod tests {
         // The same through IPv6 sockets (mapped addresses).
         let mapped = r.v6.iter().find(|(p, a, _)| *p == 128 && a[12..] == [127, 0, 0, 1]).unwrap().2;
         assert!(mapped.allows(8080, PROTO_TCP) && !mapped.allows(8080, PROTO_UDP));
+    }
+
+    #[test]
+    fn unix_paths_in_every_spelling() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        // The socket file itself need not exist yet (a service may start later).
+        let spellings = unix_spellings(&link.join("app.sock"));
+        let real = real.canonicalize().expect("canonical");
+        assert_eq!(spellings, [link.join("app.sock"), real.join("app.sock")]);
+        // A socket file that is a symlink: its target too.
+        std::fs::write(real.join("target.sock"), "").expect("file");
+        std::os::unix::fs::symlink(real.join("target.sock"), real.join("alias.sock")).expect("symlink");
+        assert_eq!(unix_spellings(&real.join("alias.sock")), [real.join("alias.sock"), real.join("target.sock")]);
+        // No duplicates for a canonical path; nothing longer than sun_path.
+        assert_eq!(unix_spellings(Path::new("/nonexistent/x.sock")), [PathBuf::from("/nonexistent/x.sock")]);
+        let long = PathBuf::from(format!("/{}", "x".repeat(UNIX_PATH_LEN)));
+        assert!(unix_spellings(&long).is_empty());
+    }
+
+    #[test]
+    fn unix_rules_come_from_the_profile() {
+        let text = "[role]\nname = \"r\"\nenvironment = \"e\"\n[network]\nunix = [\"{workdir}/app.sock\", \"/nonexistent/b.sock\", \"/nonexistent/b.sock\"]\n";
+        let src = crate::profile::SourceFile { path: "/p/r.toml".into(), text: text.to_owned() };
+        let ctx = crate::profile::Context { workdir: "/nonexistent-w".into(), caller_uid: 0 };
+        let p = crate::profile::from_source(&src, &ctx, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.network.unix, [PathBuf::from("/nonexistent-w/app.sock"), PathBuf::from("/nonexistent/b.sock"), PathBuf::from("/nonexistent/b.sock")]);
+        let r = Rules::from_policy(&p).unwrap();
+        assert_eq!(r.unix, [b"/nonexistent-w/app.sock".to_vec(), b"/nonexistent/b.sock".to_vec()]);
+        // No entry: nothing allowed.
+        assert!(Rules::from_policy(&policy(&[], &[])).unwrap().unix.is_empty());
     }
 
     #[test]

@@ -53,11 +53,17 @@ impl fmt::Display for Gap {
 }
 
 /// Controls of a profile that only the eBPF monitor enforces: the gaps
-/// when it could not be loaded, `why`.
+/// when it could not be loaded, `why`. Every profile has at least one:
+/// which socket files may be connected to (`[network] unix`; without the
+/// list, none).
 pub fn monitor_gaps(policy: &Policy, why: &str) -> Vec<Gap> {
     let l = &policy.limits;
     let mut gaps = Vec::new();
     let needs = format!("the eBPF monitor, which failed to load: {why}");
+    gaps.push(Gap::new(
+        "[network] unix: connecting only to the listed socket files (every session: without the list, to none)",
+        needs.clone(),
+    ));
     for (name, set) in [
         ("execs", l.execs.is_some()),
         ("file_writes", l.file_writes.is_some()),

@@ -285,3 +285,40 @@ fn programs_that_reach_for_system_sockets_still_work() {
     // This host runs neither nscd nor a syslog daemon; the kernel refused the attempts before any lookup.
     assert!(denied.iter().any(|p| p == "/var/run/nscd/socket") && denied.iter().any(|p| p == "/dev/log"), "{denied:?}");
 }
+
+#[test]
+fn observed_sessions_connect_anywhere_and_suggest_what_they_used() {
+    let scratch = Case::new("unixobs-paths", &base_profile(""));
+    let d = sockets_dir(&scratch);
+    let used = stream_server(&d.join("used.sock"));
+    let other = stream_server(&d.join("other.sock"));
+    let case = Case::new("unixobs", &base_profile(""));
+    let sum_path = case.dir.path().join("s.json");
+    let out = case.run_with(&["--observe", "--quiet", "--summary-json", &s(&sum_path)], &[common::probe(), "unix-connect", &s(&used)]);
+    allowed(&out);
+    let sum: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sum_path).expect("summary")).expect("JSON");
+    let id = sum["session"].as_str().expect("id").to_owned();
+    let suggested = case.dir.path().join("suggested.toml");
+    let out = case.ag(&["profile", "suggest", "--from-session", &id, "--name", "suggested", "--out", &s(&suggested)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&suggested).expect("suggested");
+    assert!(text.contains(&format!("unix = [\n    \"{}\",  # 1 connect(s)\n]", s(&used))), "{text}");
+    // Under the suggested profile the same socket connects, another does not.
+    let run = |path: &Path| {
+        let out = Command::new(common::agent_guard())
+            .env("AGENT_GUARD_CONFIG", case.config())
+            .args(["run", "--quiet", "--profile"])
+            .arg(&suggested)
+            .arg("--workdir")
+            .arg(case.work())
+            .args(["--", common::probe(), "unix-connect"])
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        eprintln!("{}{}", stdout(&out), stderr(&out));
+        out
+    };
+    allowed(&run(&used));
+    refused(&run(&other));
+}

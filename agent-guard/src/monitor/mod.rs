@@ -205,3 +205,28 @@ pub fn limits_array(policy: &Policy) -> [u64; COUNTERS] {
     limits[Counter::BytesOut as usize] = l.bytes_out.map_or(none, |b| b.0);
     limits
 }
+
+#[cfg(test)]
+mod tests {
+    /// The vendored aya-obj patch (docs/development.md): the embedded
+    /// object's unix socket hooks parse as cgroup sock_addr programs of the
+    /// kernel's BPF_CGROUP_UNIX_CONNECT (49) and BPF_CGROUP_UNIX_SENDMSG (50).
+    #[test]
+    fn the_object_carries_the_unix_hooks_with_their_attach_types() {
+        use aya_obj::{generated::bpf_attach_type, programs::CgroupSockAddrAttachType, ProgramSection};
+        let obj = aya_obj::Object::parse(crate::doctor::EBPF_OBJECT).expect("the embedded object parses");
+        for (name, expected, number) in [
+            ("connect_unix", CgroupSockAddrAttachType::UnixConnect, 49),
+            ("sendmsg_unix", CgroupSockAddrAttachType::UnixSendMsg, 50),
+        ] {
+            let prog = obj.programs.get(name).unwrap_or_else(|| panic!("{name} missing from the object"));
+            match prog.section {
+                ProgramSection::CgroupSockAddr { attach_type } => {
+                    assert_eq!(bpf_attach_type::from(attach_type), bpf_attach_type::from(expected), "{name}");
+                    assert_eq!(bpf_attach_type::from(attach_type) as u32, number, "{name}");
+                }
+                ref other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+}

@@ -193,6 +193,20 @@ pub fn suggest(name: &str, sessions: &[SessionHistory]) -> String {
         let _ = writeln!(out, "    {},  # {n} connect(s)", toml_str(&dest));
     }
     let _ = writeln!(out, "]");
+    // Socket files connected to (an observed session may connect to any);
+    // relative spellings can never be listed, so they are left out.
+    let mut unix: BTreeMap<String, usize> = BTreeMap::new();
+    for h in sessions {
+        let w = h.workdir();
+        for path in h.unix_connects().into_iter().filter(|p| p.starts_with('/')) {
+            *unix.entry(placeholder(&path, w.as_deref())).or_default() += 1;
+        }
+    }
+    let _ = writeln!(out, "unix = [");
+    for (path, n) in &unix {
+        let _ = writeln!(out, "    {},  # {n} connect(s)", toml_str(path));
+    }
+    let _ = writeln!(out, "]");
 
     let peak = |name: &str| sessions.iter().map(|h| h.counters().get(name).copied().unwrap_or(0)).max().unwrap_or(0);
     let longest_ms = sessions.iter().filter_map(SessionHistory::duration_ms).max().unwrap_or(0);

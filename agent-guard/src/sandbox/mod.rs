@@ -173,3 +173,20 @@ pub fn env_cstrings(env: &[(OsString, OsString)]) -> Result<Vec<CString>, Sandbo
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_monitor_every_profile_has_the_unix_gap() {
+        // Even a profile asking for nothing of the monitor: no socket file may be
+        // connected to unless listed, and only the monitor enforces that.
+        let p = Policy::probe_only(Path::new("/w"));
+        let gaps = monitor_gaps(&p, "no bpffs");
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].what.starts_with("[network] unix") && gaps[0].needs.contains("no bpffs"), "{gaps:?}");
+        // The gap of a monitor loaded without the unix hooks says the same.
+        assert_eq!(crate::monitor::unix_gap("x").what, gaps[0].what);
+    }
+}

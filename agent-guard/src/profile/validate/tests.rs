@@ -200,6 +200,11 @@ paths = ["/srv/staging"]
     let errs = parse_with("r", &staging("[network]\nconnect = [\"10.20.5.0/24:443/tcp\", \"[::ffff:10.30.0.1]:53/udp\"]\n"), &host).unwrap_err();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].contains("`10.20.5.0/24:443/tcp` reaches 10.20.0.0/16 of environment `production`"), "{errs:?}");
+    // Socket files too: one inside another environment's path is refused.
+    parse_with("r", &staging("[network]\nunix = [\"/srv/staging/app.sock\"]\n"), &host).expect("own socket");
+    let errs = parse_with("r", &staging("[network]\nunix = [\"/srv/prod/db.sock\"]\n"), &host).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("`/srv/prod/db.sock` (unix) lies in /srv/prod of environment `production`"), "{errs:?}");
     // An environment the host does not define is refused.
     let errs = parse_with("r", "[role]\nname = \"r\"\nenvironment = \"qa\"\n", &host).unwrap_err();
     assert!(errs[0].contains("environment `qa` is not defined"), "{errs:?}");
@@ -281,4 +286,19 @@ fn destination_protocols_parse_with_positions() {
     assert!(errors[0].starts_with("/p/r.toml:5:12:") && errors[0].contains("`sctp` is not a protocol"), "{errors:?}");
     assert!(errors[1].starts_with("/p/r.toml:5:33:") && errors[1].contains("lowercase, `/tcp`"), "{errors:?}");
     assert!(errors[2].starts_with("/p/r.toml:5:53:") && errors[2].contains("without a protocol"), "{errors:?}");
+}
+
+#[test]
+fn unix_socket_files_expand_and_are_checked_with_positions() {
+    let p = parse("r", &format!("{MINIMAL}[network]\nunix = [\"/run/app.sock\", \"{{workdir}}/s.sock\", \"{{home}}/.agent.sock\"]\n")).expect("valid");
+    assert_eq!(p.network.unix[..2], [PathBuf::from("/run/app.sock"), PathBuf::from("/work/repo/s.sock")]);
+    assert!(p.network.unix[2].ends_with(".agent.sock") && p.network.unix[2].is_absolute());
+    // Socket files alone are not "network": no IP sockets for such a profile.
+    assert!(p.network.is_none());
+    let long = format!("/{}", "s".repeat(108));
+    let errors = parse("r", &format!("{MINIMAL}[network]\nunix = [\"app.sock\", \"/run/../x\", \"{long}\", \"/{}\"]\n", "s".repeat(107))).expect_err("bad");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("/p/r.toml:5:9:") && errors[0].contains("`app.sock` must be an absolute path"), "{errors:?}");
+    assert!(errors[1].starts_with("/p/r.toml:5:21:") && errors[1].contains("may not contain `..`"), "{errors:?}");
+    assert!(errors[2].starts_with("/p/r.toml:5:34:") && errors[2].contains("is 109 bytes long"), "{errors:?}");
 }

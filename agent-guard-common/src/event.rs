@@ -14,6 +14,8 @@ pub enum EventKind {
     Limit = 5,
     /// A file opened for reading; only for sessions that record reads.
     FileOpenRead = 6,
+    /// A connect or addressed send to a pathname unix socket.
+    UnixConnect = 7,
 }
 
 impl EventKind {
@@ -25,6 +27,7 @@ impl EventKind {
             4 => Some(EventKind::FileOpenWrite),
             5 => Some(EventKind::Limit),
             6 => Some(EventKind::FileOpenRead),
+            7 => Some(EventKind::UnixConnect),
             _ => None,
         }
     }
@@ -61,6 +64,24 @@ pub struct ConnectEvent {
     pub via_sendmsg: u8,
     /// IPv4 in the first 4 bytes, or IPv6; network order.
     pub addr: [u8; 16],
+}
+
+/// A connect (stream, seqpacket or datagram) or an addressed datagram
+/// send to a pathname unix socket, allowed or denied. Abstract and
+/// unnamed sockets make none.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct UnixConnectEvent {
+    pub header: EventHeader,
+    /// 1 allowed, 0 denied.
+    pub allowed: u8,
+    /// 1 for `sendmsg`/`sendto` with an address, 0 for `connect`.
+    pub via_sendmsg: u8,
+    pub _pad: [u8; 6],
+    /// The allowlist key it was looked up under: the session's cgroup id
+    /// and the path as the caller passed it (up to its NUL or the address
+    /// length, zero-filled).
+    pub target: crate::session::UnixKey,
 }
 
 /// A counter passed its limit.
@@ -132,3 +153,4 @@ const _: () = assert!(core::mem::size_of::<ExitEvent>() == 40);
 const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + FILE_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 32 + 24);
 const _: () = assert!(core::mem::size_of::<LimitEvent>() == 32 + 24);
+const _: () = assert!(core::mem::size_of::<UnixConnectEvent>() == 32 + 8 + core::mem::size_of::<crate::session::UnixKey>());

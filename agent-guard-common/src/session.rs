@@ -82,7 +82,7 @@ impl Counter {
 
 /// Kernel struct field offsets user space finds in BTF and passes to the
 /// programs (aya-ebpf has no CO-RE): indexes into `KERNEL_OFFSETS`.
-pub const KERNEL_OFFSETS: usize = 9;
+pub const KERNEL_OFFSETS: usize = 11;
 pub const OFF_TASK_FILES: usize = 0;
 pub const OFF_FILES_FDT: usize = 1;
 pub const OFF_FDTABLE_FD: usize = 2;
@@ -92,6 +92,10 @@ pub const OFF_TASK_EXIT_CODE: usize = 5;
 pub const OFF_FDTABLE_MAX_FDS: usize = 6;
 pub const OFF_TASK_REAL_PARENT: usize = 7;
 pub const OFF_TASK_TGID: usize = 8;
+/// `struct bpf_sock_addr_kern` (what a cgroup sock_addr program's context
+/// really points to): the address the caller passed, and its length.
+pub const OFF_SOCK_ADDR_UADDR: usize = 9;
+pub const OFF_SOCK_ADDR_UADDRLEN: usize = 10;
 
 /// What the kernel side does when a counter passes its limit.
 pub const ON_LIMIT_KILL: u32 = 0;
@@ -100,12 +104,31 @@ pub const ON_LIMIT_FREEZE: u32 = 1;
 /// Port ranges allowed for one network prefix.
 pub const MAX_PORT_RANGES: usize = 16;
 
+/// `PortRangeRaw::protocols` bits: which transport protocols a range allows.
+pub const PROTO_TCP: u8 = 1;
+pub const PROTO_UDP: u8 = 2;
+pub const PROTO_ANY: u8 = PROTO_TCP | PROTO_UDP;
+
+/// The `PROTO_*` bit of an IP socket's protocol (`IPPROTO_TCP` 6,
+/// `IPPROTO_UDP` 17); 0 for any other, which no range allows.
+#[inline(always)]
+pub const fn proto_bit(ipproto: u32) -> u8 {
+    match ipproto {
+        6 => PROTO_TCP,
+        17 => PROTO_UDP,
+        _ => 0,
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct PortRangeRaw {
     /// Host byte order, inclusive.
     pub lo: u16,
     pub hi: u16,
+    /// `PROTO_*` bits the range allows.
+    pub protocols: u8,
+    pub _pad: [u8; 3],
 }
 
 /// The value of an entry of the `NET_V4`/`NET_V6` LPM tries: every port
@@ -119,8 +142,8 @@ pub struct PortRanges {
     pub ranges: [PortRangeRaw; MAX_PORT_RANGES],
 }
 
-const _: () = assert!(core::mem::size_of::<PortRangeRaw>() == 4);
-const _: () = assert!(core::mem::size_of::<PortRanges>() == 4 + 4 * MAX_PORT_RANGES);
+const _: () = assert!(core::mem::size_of::<PortRangeRaw>() == 8);
+const _: () = assert!(core::mem::size_of::<PortRanges>() == 4 + 8 * MAX_PORT_RANGES);
 
 impl Default for PortRanges {
     fn default() -> PortRanges {
@@ -129,14 +152,17 @@ impl Default for PortRanges {
 }
 
 impl PortRanges {
-    pub const EMPTY: PortRanges = PortRanges { count: 0, ranges: [PortRangeRaw { lo: 0, hi: 0 }; MAX_PORT_RANGES] };
+    pub const EMPTY: PortRanges =
+        PortRanges { count: 0, ranges: [PortRangeRaw { lo: 0, hi: 0, protocols: 0, _pad: [0; 3] }; MAX_PORT_RANGES] };
 
-    /// Whether `port` (host order) is in one of the ranges.
+    /// Whether `port` (host order) is in one of the ranges that allow the
+    /// protocol `proto` (a `PROTO_*` bit; 0 matches nothing).
     #[inline(always)]
-    pub fn allows(&self, port: u16) -> bool {
+    pub fn allows(&self, port: u16, proto: u8) -> bool {
         let mut i = 0;
         while i < MAX_PORT_RANGES {
-            if (i as u32) < self.count && self.ranges[i].lo <= port && port <= self.ranges[i].hi {
+            let r = &self.ranges[i];
+            if (i as u32) < self.count && r.lo <= port && port <= r.hi && r.protocols & proto != 0 {
                 return true;
             }
             i += 1;
@@ -179,6 +205,9 @@ pub struct SessionState {
 /// `SessionState::flags`: report every file opened for reading (a
 /// `FileOpenRead` event each), for baselines and learned profiles.
 pub const SESSION_RECORD_READS: u32 = 1;
+/// `SessionState::flags`: connecting to any pathname unix socket is
+/// allowed (and reported): `run --observe`, where the allowlists are off.
+pub const SESSION_UNIX_ANY: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<SessionState>() == 8 * COUNTERS * 2 + 8 + 4 + 4 + core::mem::size_of::<PortRanges>() + 4 + 8);
 
@@ -217,6 +246,41 @@ const _: () = assert!(core::mem::size_of::<RingSlot>() == 16);
 // SAFETY: plain `#[repr(C)]` data without padding (asserted above), valid for any bit pattern.
 unsafe impl aya::Pod for RingSlot {}
 
+/// Bytes of `sockaddr_un.sun_path`.
+pub const UNIX_PATH_LEN: usize = 108;
+
+/// A key of the `UNIX_ALLOW` hash map: a socket file a session may
+/// connect to. The path is the whole `sun_path` up to its first NUL (or
+/// the address length), zero-filled to the end, so that a lookup compares
+/// the whole string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct UnixKey {
+    /// The session's cgroup id.
+    pub cgroup: u64,
+    pub path: [u8; UNIX_PATH_LEN],
+    pub _pad: [u8; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<UnixKey>() == 8 + UNIX_PATH_LEN + 4);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` data without implicit padding (asserted above), valid for any bit pattern.
+unsafe impl aya::Pod for UnixKey {}
+
+impl UnixKey {
+    /// The key of `path` (at most [`UNIX_PATH_LEN`] bytes, else `None`) in
+    /// the session `cgroup`.
+    pub fn new(cgroup: u64, path: &[u8]) -> Option<UnixKey> {
+        if path.len() > UNIX_PATH_LEN {
+            return None;
+        }
+        let mut key = UnixKey { cgroup, path: [0; UNIX_PATH_LEN], _pad: [0; 4] };
+        key.path[..path.len()].copy_from_slice(path);
+        Some(key)
+    }
+}
+
 /// Keys of the `NET_V4`/`NET_V6` LPM tries: the session's cgroup id (big
 /// endian, so that it forms the first 64 bits of every prefix), then the
 /// address in network order.
@@ -251,11 +315,16 @@ mod tests {
     #[test]
     fn port_ranges() {
         let mut r = PortRanges::EMPTY;
-        r.ranges[0] = PortRangeRaw { lo: 80, hi: 80 };
-        r.ranges[1] = PortRangeRaw { lo: 8000, hi: 8100 };
-        r.count = 2;
-        assert!(r.allows(80) && r.allows(8000) && r.allows(8100));
-        assert!(!r.allows(81) && !r.allows(443));
-        assert!(!PortRanges::EMPTY.allows(0));
+        r.ranges[0] = PortRangeRaw { lo: 80, hi: 80, protocols: PROTO_TCP, _pad: [0; 3] };
+        r.ranges[1] = PortRangeRaw { lo: 8000, hi: 8100, protocols: PROTO_ANY, _pad: [0; 3] };
+        r.ranges[2] = PortRangeRaw { lo: 53, hi: 53, protocols: PROTO_UDP, _pad: [0; 3] };
+        r.count = 3;
+        let (tcp, udp) = (proto_bit(6), proto_bit(17));
+        assert!(r.allows(80, tcp) && r.allows(8000, tcp) && r.allows(8100, udp) && r.allows(53, udp));
+        assert!(!r.allows(80, udp) && !r.allows(53, tcp));
+        assert!(!r.allows(81, tcp) && !r.allows(443, tcp));
+        // Another protocol (e.g. SCTP, 132) matches no range.
+        assert!(!r.allows(8000, proto_bit(132)));
+        assert!(!PortRanges::EMPTY.allows(0, PROTO_ANY));
     }
 }

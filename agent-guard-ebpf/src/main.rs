@@ -1,7 +1,7 @@
 //! agent-guard's eBPF programs.
 //!
 //! One module per kind of hook: [`net`] (the network allowlist, cgroup
-//! hooks) and [`tracing`] (counters from system-wide tracepoints). [`maps`]
+//! hooks), [`unix`] (the unix socket allowlist, cgroup hooks) and [`tracing`] (counters from system-wide tracepoints). [`maps`]
 //! holds the maps, globals and counting helpers; [`probe`] the trivial
 //! programs `agent-guard doctor` loads to learn what the kernel accepts.
 //! One instance of this object, loaded once and pinned, serves every
@@ -16,6 +16,7 @@ mod maps;
 mod net;
 mod tracing;
 mod probe;
+mod unix;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -127,11 +127,18 @@ impl Session {
         unsafe { core::ptr::read_volatile(&(*self.state).flags) & agent_guard_common::session::SESSION_RECORD_READS != 0 }
     }
 
+    /// Whether the session may connect to any pathname unix socket (observe mode).
+    #[inline(always)]
+    pub fn unix_any(&self) -> bool {
+        // SAFETY: as in `ended`.
+        unsafe { core::ptr::read_volatile(&(*self.state).flags) & agent_guard_common::session::SESSION_UNIX_ANY != 0 }
+    }
+
     /// The ports the session may bind.
     #[inline(always)]
     pub fn bind_allows(&self, port: u16) -> bool {
         // SAFETY: as in `ended`.
-        unsafe { (*self.state).bind.allows(port) }
+        unsafe { (*self.state).bind.allows(port, agent_guard_common::session::PROTO_ANY) }
     }
 
     #[inline(always)]

@@ -1,7 +1,7 @@
 //! The network allowlist: `cgroup/connect4|6` and `cgroup/sendmsg4|6`,
 //! attached once to the cgroup that holds every session, allow a
-//! session's tasks only its profile's destinations (TCP and UDP, IPv4 and
-//! IPv6); `bind4|6` only its ports. Returning 0 makes the call fail with
+//! session's tasks only its profile's destinations (address prefix, port
+//! and protocol, TCP or UDP; IPv4 and IPv6); `bind4|6` only its ports. Returning 0 makes the call fail with
 //! EPERM. `cgroup_skb/egress` counts the bytes each session sends and
 //! drops packets past its `bytes_out` limit. Tasks in no session pass.
 
@@ -16,12 +16,12 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 
-use agent_guard_common::session::{net_key, NET_V4_KEY, NET_V6_KEY};
+use agent_guard_common::session::{net_key, proto_bit, NET_V4_KEY, NET_V6_KEY};
 
 use crate::maps::{Session, NET_V4, NET_V6};
 
-const ALLOW: i32 = 1;
-const DENY: i32 = 0;
+pub(crate) const ALLOW: i32 = 1;
+pub(crate) const DENY: i32 = 0;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
@@ -66,7 +66,8 @@ fn check_v4(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
     let port = u16::from_be(sa.user_port as u16);
     let ip = sa.user_ip4.to_ne_bytes();
     let key = Key::new(64 + 32, net_key::<NET_V4_KEY>(session.cgroup, &ip));
-    let allowed = NET_V4.get(&key).is_some_and(|r| r.allows(port));
+    // The socket's protocol (TCP or UDP; any other matches no rule).
+    let allowed = NET_V4.get(&key).is_some_and(|r| r.allows(port, proto_bit(sa.protocol)));
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&ip);
     decide(&session, allowed, AF_INET as u16, sa.protocol as u16, port, addr, via_sendmsg)
@@ -84,13 +85,14 @@ fn check_v6(ctx: &SockAddrContext, via_sendmsg: bool) -> i32 {
     ip[8..12].copy_from_slice(&sa.user_ip6[2].to_ne_bytes());
     ip[12..].copy_from_slice(&sa.user_ip6[3].to_ne_bytes());
     let key = Key::new(64 + 128, net_key::<NET_V6_KEY>(session.cgroup, &ip));
-    let allowed = NET_V6.get(&key).is_some_and(|r| r.allows(port));
+    let allowed = NET_V6.get(&key).is_some_and(|r| r.allows(port, proto_bit(sa.protocol)));
     decide(&session, allowed, AF_INET6 as u16, sa.protocol as u16, port, ip, via_sendmsg)
 }
 
-/// Counts the attempt, applies the connects limit, reports, and answers.
+/// Counts a connect (or addressed send) attempt, IP or unix, and applies
+/// the session's end and its connects limit: whether it stays allowed.
 #[inline(always)]
-fn decide(session: &Session, mut allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
+pub(crate) fn count_connect(session: &Session, mut allowed: bool) -> bool {
     // A session a limit has ended sends nothing more.
     if session.ended() {
         allowed = false;
@@ -103,6 +105,13 @@ fn decide(session: &Session, mut allowed: bool, family: u16, protocol: u16, port
     if !allowed {
         session.add(Counter::ConnectsDenied, 1);
     }
+    allowed
+}
+
+/// Counts the attempt, applies the connects limit, reports, and answers.
+#[inline(always)]
+fn decide(session: &Session, allowed: bool, family: u16, protocol: u16, port: u16, addr: [u8; 16], via_sendmsg: bool) -> i32 {
+    let allowed = count_connect(session, allowed);
     session.emit(ConnectEvent {
         header: session.header(EventKind::Connect as u32),
         family,

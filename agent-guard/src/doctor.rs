@@ -87,7 +87,7 @@ pub fn run(mountinfo: &Path) -> Report {
         },
     ));
     checks.extend(ebpf_checks(btf.ok().as_ref(), &roots));
-    checks.push(monitor_check(&roots));
+    checks.extend(monitor_check(&roots));
     Report { checks }
 }
 
@@ -235,21 +235,27 @@ fn ebpf_checks(btf: Option<&Btf>, roots: &CgroupRoots) -> Vec<Check> {
 
 /// Registers an empty probe session with the shared monitor, as `run`
 /// does (loading and pinning the instance if no process has yet), then
-/// forgets it.
-fn monitor_check(roots: &CgroupRoots) -> Check {
+/// forgets it; and whether that instance has the unix socket hooks,
+/// which every session needs (`[network] unix`: without the list, no
+/// socket file may be connected to).
+fn monitor_check(roots: &CgroupRoots) -> Vec<Check> {
     let name = "eBPF monitor (what run loads)";
-    let Some(v2) = &roots.v2 else { return check(name, false, Need::Wanted, "needs a cgroup v2 mount") };
+    let unix = "eBPF unix socket hooks (connect_unix, sendmsg_unix)";
+    let Some(v2) = &roots.v2 else {
+        return vec![check(name, false, Need::Wanted, "needs a cgroup v2 mount"), check(unix, false, Need::Wanted, "needs the eBPF monitor")];
+    };
     let dir = v2.join(SUBTREE).join(format!("doctor-monitor-{}", std::process::id()));
     if let Err(e) = fs::create_dir_all(&dir) {
-        return check(name, false, Need::Wanted, format!("creating {}: {e}", dir.display()));
+        return vec![check(name, false, Need::Wanted, format!("creating {}: {e}", dir.display())), check(unix, false, Need::Wanted, "needs the eBPF monitor")];
     }
     let policy = crate::profile::Policy::probe_only(&dir);
     let started = std::time::Instant::now();
-    let result = crate::monitor::Monitor::attach(&policy, &dir, false);
+    let result = crate::monitor::Monitor::attach(&policy, &dir, false, false);
     let took = started.elapsed();
     let out = match result {
         Ok(m) => {
             let how = if m.loaded_instance { "loaded, attached and pinned" } else { "already pinned" };
+            let unix_hooks = m.unix_hooks;
             drop(m);
             let detail = format!(
                 "instance {} {how} under {}; a session registered in {} ms",
@@ -257,15 +263,49 @@ fn monitor_check(roots: &CgroupRoots) -> Check {
                 crate::monitor::shared::pin_root().display(),
                 took.as_millis()
             );
-            check(name, true, Need::Wanted, detail)
+            let unix_check = if unix_hooks {
+                check(unix, true, Need::Wanted, "attached: only a session's listed socket files may be connected to")
+            } else {
+                check(unix, false, Need::Wanted, format!("not attached: {}; every session is refused unless --best-effort", unix_hook_failure()))
+            };
+            vec![check(name, true, Need::Wanted, detail), unix_check]
         }
         Err(e) => {
             let full = crate::cli::render_error(&anyhow::Error::from(e));
-            check(name, false, Need::Wanted, crate::monitor::before_verifier_log(&full).unwrap_or(&full).to_owned())
+            vec![
+                check(name, false, Need::Wanted, crate::monitor::before_verifier_log(&full).unwrap_or(&full).to_owned()),
+                check(unix, false, Need::Wanted, "needs the eBPF monitor"),
+            ]
         }
     };
     let _ = fs::remove_dir(&dir);
     out
+}
+
+/// Why the unix socket hooks are missing: the kernel's answer to loading
+/// `connect_unix` from agent-guard's own object (not attached).
+fn unix_hook_failure() -> String {
+    let offsets = match crate::monitor::btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), Path::new(crate::monitor::btf::CACHE_DIR)) {
+        Ok(o) => o,
+        Err(e) => return e.to_string(),
+    };
+    use agent_guard_common::session::OFF_SOCK_ADDR_UADDRLEN;
+    if offsets[OFF_SOCK_ADDR_UADDRLEN] == crate::monitor::btf::ABSENT {
+        return "kernel BTF has no bpf_sock_addr_kern.uaddrlen (the hooks came with Linux 6.7)".to_owned();
+    }
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    let loaded = loader.override_global("KERNEL_OFFSETS", &offsets, true).load(EBPF_OBJECT);
+    let mut ebpf = match loaded {
+        Ok(e) => e,
+        Err(e) => return format!("loading the object: {e}"),
+    };
+    let Some(prog) = ebpf.program_mut("connect_unix") else { return "program connect_unix missing from the object".to_owned() };
+    let prog: Result<&mut CgroupSockAddr, _> = prog.try_into();
+    match prog.map_err(|e| e.to_string()).and_then(|p| p.load().map_err(|e| crate::cli::render_error(&anyhow::Error::from(e)))) {
+        Ok(()) => "connect_unix loads here; the instance was pinned without it (`agent-guard monitor unload` and retry)".to_owned(),
+        Err(e) => crate::monitor::before_verifier_log(&e).unwrap_or(&e).to_owned(),
+    }
 }
 
 /// Loads (and where harmless, attaches then detaches) one probe program.

@@ -139,6 +139,12 @@ impl SessionHistory {
         self.events_of("file_open_read").filter_map(|d| d["path"].as_str().map(str::to_owned)).collect()
     }
 
+    /// Socket files the session connected to (allowed `unix_connect`
+    /// events), as the agent spelled them.
+    pub fn unix_connects(&self) -> Vec<String> {
+        self.events_of("unix_connect").filter_map(|d| d["path"].as_str().map(str::to_owned)).collect()
+    }
+
     /// Paths of files opened for writing.
     pub fn writes(&self) -> Vec<String> {
         self.events_of("file_open_write").filter_map(|d| d["path"].as_str().map(str::to_owned)).collect()

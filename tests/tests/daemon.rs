@@ -104,6 +104,11 @@ fn users_control_only_their_own_sessions_and_operators_all() {
 #[test]
 fn a_process_inside_a_session_is_refused_by_the_daemon() {
     let case = Case::new("insidedaemon", &profile());
+    // The profile lets the agent reach the control socket (`[network] unix`),
+    // so that what refuses it here is the daemon's own peer check.
+    let listed = format!("\n[network]\nunix = [{:?}]\n", case.dir.path().join("control.sock"));
+    let text = std::fs::read_to_string(&case.profile).expect("profile") + &listed;
+    std::fs::write(&case.profile, text).expect("profile");
     let d = start_daemon(&case, None);
     let mut s = forker(&case);
     wait_for_session(&d.socket);

@@ -404,3 +404,83 @@ fn unload_keeps_an_instance_that_serves_a_session() {
     let _ = running.kill();
     let _ = running.wait();
 }
+
+/// A TCP listener and a UDP socket on one port of `ip`.
+fn tcp_and_udp(ip: &str) -> (TcpListener, UdpSocket, u16) {
+    for _ in 0..20 {
+        let (l, port) = tcp(&format!("{ip}:0"));
+        // The same number may be taken for UDP; try another.
+        if let Ok(u) = UdpSocket::bind((ip.trim_matches(['[', ']']), port)) {
+            u.set_nonblocking(true).expect("nonblocking");
+            return (l, u, port);
+        }
+    }
+    panic!("no port free for both TCP and UDP on {ip}");
+}
+
+/// Datagrams waiting on `u`.
+fn datagrams(u: &UdpSocket) -> usize {
+    let mut buf = [0u8; 64];
+    std::iter::from_fn(|| u.recv(&mut buf).ok()).count()
+}
+
+#[test]
+fn destinations_allow_only_their_protocol() {
+    // Every port listens for TCP and UDP alike, so a refusal is the rules'
+    // doing, never a closed port.
+    let (_tl, tu, t) = tcp_and_udp("127.0.0.1"); // /tcp
+    let (_ul, uu, u) = tcp_and_udp("127.0.0.1"); // /udp, and /tcp on another address: landlock allows the TCP port
+    let (_wl, wu, w) = tcp_and_udp("127.0.0.1"); // /udp only: landlock refuses TCP to it
+    let (_bl, bu, b) = tcp_and_udp("127.0.0.1"); // no suffix: both
+    let (_6l, u6, p6) = tcp_and_udp("[::1]"); // IPv6, /udp
+    let rules = [
+        format!("127.0.0.1:{t}/tcp"),
+        format!("127.0.0.1:{u}/udp"),
+        format!("127.0.0.2:{u}/tcp"),
+        format!("127.0.0.1:{w}/udp"),
+        format!("127.0.0.1:{b}"),
+        format!("[::1]:{p6}/udp"),
+    ];
+    let profile = network(&rules)
+        .replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/true\", \"/usr/bin/sh\", \"/usr/bin/dash\"]");
+    let case = Case::new("protocols", &profile);
+    let probe = common::probe();
+    let tries = [
+        (format!("connect 127.0.0.1:{t}"), "OK"),
+        (format!("udp 127.0.0.1:{t}"), "REFUSED udp: Operation not permitted"),
+        (format!("udp 127.0.0.1:{u}"), "OK"),
+        // Landlock lets the port through (the /tcp rule on 127.0.0.2); the monitor refuses the protocol.
+        (format!("connect 127.0.0.1:{u}"), "REFUSED connect: Operation not permitted"),
+        (format!("udp 127.0.0.1:{w}"), "OK"),
+        // No TCP rule names the port: landlock refuses it first (EACCES), the monitor counts it.
+        (format!("connect 127.0.0.1:{w}"), "REFUSED connect: Permission denied"),
+        (format!("connect 127.0.0.1:{b}"), "OK"),
+        (format!("udp 127.0.0.1:{b}"), "OK"),
+        (format!("udp [::1]:{p6}"), "OK"),
+        (format!("connect [::1]:{p6}"), "REFUSED connect: Permission denied"),
+    ];
+    let script: Vec<String> = tries.iter().map(|(args, _)| format!("{probe} {args}")).collect();
+    let events = case.dir.path().join("events.jsonl");
+    let (out, s) = summary(&case, &["--events-json", events.to_str().expect("utf-8")], &["/bin/sh", "-c", &script.join("; ")]);
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), tries.len(), "{lines:?}");
+    for ((args, expect), line) in tries.iter().zip(&lines) {
+        assert!(line.starts_with(expect), "{args}: expected {expect}, got {line}");
+    }
+    // Every attempt counted, the four refusals as denied.
+    assert_eq!(s["counters"]["connects"], tries.len() as u64, "{s}");
+    assert_eq!(s["counters"]["connects_denied"], 4, "{s}");
+    // The allowed datagrams arrived, the refused one did not.
+    assert_eq!((datagrams(&tu), datagrams(&uu), datagrams(&wu), datagrams(&bu), datagrams(&u6)), (0, 1, 1, 1, 1));
+    // The refused UDP send is reported with its protocol.
+    let text = std::fs::read_to_string(&events).expect("events");
+    let records: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let refused_udp = records
+        .iter()
+        .find(|r| r["type"] == "connect" && r["port"] == t && r["protocol"] == "udp")
+        .unwrap_or_else(|| panic!("no event of the UDP send to {t}: {text}"));
+    assert_eq!(refused_udp["allowed"], false, "{refused_udp}");
+    assert_eq!(refused_udp["via"], "sendmsg", "{refused_udp}");
+    let refused_tcp = records.iter().find(|r| r["type"] == "connect" && r["port"] == u && r["protocol"] == "tcp").expect("TCP to the /udp port");
+    assert_eq!(refused_tcp["allowed"], false, "{refused_tcp}");
+}

@@ -25,7 +25,10 @@ pub const CACHE_DIR: &str = "/var/cache/agent-guard";
 /// Byte offsets of the fields the programs follow, in this order:
 /// `task_struct.files`, `files_struct.fdt`, `fdtable.fd`, `file.f_inode`,
 /// `inode.i_mode`, `task_struct.exit_code`, `fdtable.max_fds`,
-/// `task_struct.real_parent`, `task_struct.tgid`.
+/// `task_struct.real_parent`, `task_struct.tgid`,
+/// `bpf_sock_addr_kern.uaddr`, `bpf_sock_addr_kern.uaddrlen`.
+/// The last two are [`ABSENT`] on kernels without them (before 6.7,
+/// which also lack the unix socket hooks that read them).
 pub type FieldOffsets = [u64; agent_guard_common::session::KERNEL_OFFSETS];
 
 const FIELDS: [(&str, &str); agent_guard_common::session::KERNEL_OFFSETS] = [
@@ -38,7 +41,16 @@ const FIELDS: [(&str, &str); agent_guard_common::session::KERNEL_OFFSETS] = [
     ("fdtable", "max_fds"),
     ("task_struct", "real_parent"),
     ("task_struct", "tgid"),
+    ("bpf_sock_addr_kern", "uaddr"),
+    ("bpf_sock_addr_kern", "uaddrlen"),
 ];
+
+/// Fields the monitor can do without (their hooks are then left out, a
+/// gap `run` reports): the offset is [`ABSENT`].
+const OPTIONAL: [&str; 2] = ["uaddr", "uaddrlen"];
+
+/// The offset of a field this kernel's BTF does not have.
+pub const ABSENT: u64 = u64::MAX;
 
 struct Bytes(Vec<u8>);
 
@@ -69,9 +81,17 @@ pub fn field_offsets(vmlinux: &Path, cache_dir: &Path) -> Result<FieldOffsets, B
     let info = TypeInformation::new(&Bytes(bytes)).map_err(|e| BtfError::Parse(format!("{e:?}")))?;
     let mut out = [0u64; agent_guard_common::session::KERNEL_OFFSETS];
     for (i, (ty, field)) in FIELDS.iter().enumerate() {
-        let id = info.id_of(ty).ok_or(BtfError::Missing(ty))?;
+        let optional = OPTIONAL.contains(field) && *ty == "bpf_sock_addr_kern";
+        let Some(id) = info.id_of(ty) else {
+            if optional {
+                out[i] = ABSENT;
+                continue;
+            }
+            return Err(BtfError::Missing(ty));
+        };
         out[i] = match info.offset_of(id, field) {
             Ok((_, Offset::ByteOffset(b))) => u64::from(b),
+            _ if optional => ABSENT,
             _ => return Err(BtfError::Missing(field)),
         };
     }
@@ -100,7 +120,10 @@ mod tests {
         let offsets = field_offsets(Path::new("/sys/kernel/btf/vmlinux"), &dir).expect("kernel BTF");
         eprintln!("offsets {offsets:?} in {:?}", t.elapsed());
         // Every field exists and lies inside its struct; f_inode and i_mode are early fields.
+        // (This kernel is 6.18: bpf_sock_addr_kern has uaddr and uaddrlen.)
         assert!(offsets.iter().all(|&o| o < 16384), "{offsets:?}");
+        use agent_guard_common::session::{OFF_SOCK_ADDR_UADDR, OFF_SOCK_ADDR_UADDRLEN};
+        assert_eq!((offsets[OFF_SOCK_ADDR_UADDR], offsets[OFF_SOCK_ADDR_UADDRLEN]), (8, 32), "struct bpf_sock_addr_kern as of 6.7: {offsets:?}");
         // The cache gives the same answer.
         assert_eq!(field_offsets(Path::new("/nonexistent"), &dir).expect("cached"), offsets);
         let _ = std::fs::remove_dir_all(&dir);

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use agent_guard_common::{
-    event::{ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, LimitEvent},
+    event::{ConnectEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FileOpenEvent, LimitEvent, UnixConnectEvent},
     session::{Counter, ON_LIMIT_FREEZE},
 };
 
@@ -11,6 +11,9 @@ use agent_guard_common::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Connect { pid: u32, seq: u64, ktime_ns: u64, addr: IpAddr, port: u16, protocol: u16, allowed: bool, via_sendmsg: bool },
+    /// A connect or addressed send to a pathname unix socket; `path` is
+    /// agent-controlled (escape before display).
+    UnixConnect { pid: u32, seq: u64, ktime_ns: u64, path: Vec<u8>, allowed: bool, via_sendmsg: bool },
     Limit { pid: u32, seq: u64, ktime_ns: u64, counter: Counter, freeze: bool, value: u64, limit: u64 },
     /// `path` and `argv` are agent-controlled bytes: escape before display.
     Exec { pid: u32, seq: u64, ktime_ns: u64, uid: u32, ppid: u32, result: i32, path: Vec<u8>, argv: Vec<Vec<u8>> },
@@ -61,6 +64,17 @@ pub fn decode(bytes: &[u8]) -> Event {
                     via_sendmsg: e.via_sendmsg != 0,
                 }
             }
+            None => malformed(h.kind),
+        },
+        Some(EventKind::UnixConnect) => match read::<UnixConnectEvent>(bytes) {
+            Some(e) => Event::UnixConnect {
+                pid: h.pid,
+                seq: h.seq,
+                ktime_ns: h.ktime_ns,
+                path: c_bytes(&e.target.path),
+                allowed: e.allowed != 0,
+                via_sendmsg: e.via_sendmsg != 0,
+            },
             None => malformed(h.kind),
         },
         Some(EventKind::Limit) => match read::<LimitEvent>(bytes).and_then(|e| Counter::from_u32(e.counter).map(|c| (e, c))) {

@@ -80,6 +80,20 @@ pub struct Monitor {
     /// Whether ending the last session detaches the system-wide hooks
     /// (else the daemon does, after `[monitor] hooks_linger`).
     pub detach_when_idle: bool,
+    /// Whether the unix socket hooks are attached (Linux 6.7+); without
+    /// them `[network] unix` is not enforced: a gap for every session
+    /// (see [`unix_gap`]).
+    pub unix_hooks: bool,
+}
+
+/// The gap when the unix socket hooks are missing, `why`: every session
+/// has it, since without a `[network] unix` list no socket file may be
+/// connected to.
+pub fn unix_gap(why: &str) -> crate::sandbox::Gap {
+    crate::sandbox::Gap::new(
+        "[network] unix: connecting only to the listed socket files (every session: without the list, to none)",
+        format!("the cgroup connect_unix/sendmsg_unix hooks (Linux 6.7), {why}"),
+    )
 }
 
 impl Drop for Monitor {
@@ -99,8 +113,10 @@ impl Monitor {
     /// with the shared instance, loading and pinning that first if no
     /// process has yet. The parent of `cgroup_dir` holds every session:
     /// the cgroup hooks attach there.
-    /// With `record_reads`, every file the session opens for reading is reported.
-    pub fn attach(policy: &Policy, cgroup_dir: &Path, record_reads: bool) -> Result<Monitor, MonitorError> {
+    /// With `record_reads`, every file the session opens for reading is
+    /// reported; with `unix_any` (observing), every socket file may be
+    /// connected to (and each connect is reported).
+    pub fn attach(policy: &Policy, cgroup_dir: &Path, record_reads: bool, unix_any: bool) -> Result<Monitor, MonitorError> {
         let started = std::time::Instant::now();
         let cgroup_id = fs::metadata(cgroup_dir)
             .map_err(|source| MonitorError::Cgroup { path: cgroup_dir.display().to_string(), source })?
@@ -114,7 +130,8 @@ impl Monitor {
             OnLimit::Kill => ON_LIMIT_KILL,
             OnLimit::Freeze => ON_LIMIT_FREEZE,
         };
-        let flags = if record_reads { agent_guard_common::session::SESSION_RECORD_READS } else { 0 };
+        use agent_guard_common::session::{SESSION_RECORD_READS, SESSION_UNIX_ANY};
+        let flags = if record_reads { SESSION_RECORD_READS } else { 0 } | if unix_any { SESSION_UNIX_ANY } else { 0 };
         let mut state = SessionState::new(limits_array(policy), on_limit, rules.bind, flags);
         // The session's first process was forked outside it: count it here.
         for c in [Counter::Processes, Counter::ProcessesAlive, Counter::ProcessesPeak] {
@@ -127,7 +144,9 @@ impl Monitor {
                 return Err(e);
             }
         };
+        let unix_hooks = shared.unix_hooks;
         Ok(Monitor {
+            unix_hooks,
             shared,
             events,
             cgroup_id,
@@ -185,4 +204,29 @@ pub fn limits_array(policy: &Policy) -> [u64; COUNTERS] {
     limits[Counter::Connects as usize] = l.connects.unwrap_or(none);
     limits[Counter::BytesOut as usize] = l.bytes_out.map_or(none, |b| b.0);
     limits
+}
+
+#[cfg(test)]
+mod tests {
+    /// The vendored aya-obj patch (docs/development.md): the embedded
+    /// object's unix socket hooks parse as cgroup sock_addr programs of the
+    /// kernel's BPF_CGROUP_UNIX_CONNECT (49) and BPF_CGROUP_UNIX_SENDMSG (50).
+    #[test]
+    fn the_object_carries_the_unix_hooks_with_their_attach_types() {
+        use aya_obj::{generated::bpf_attach_type, programs::CgroupSockAddrAttachType, ProgramSection};
+        let obj = aya_obj::Object::parse(crate::doctor::EBPF_OBJECT).expect("the embedded object parses");
+        for (name, expected, number) in [
+            ("connect_unix", CgroupSockAddrAttachType::UnixConnect, 49),
+            ("sendmsg_unix", CgroupSockAddrAttachType::UnixSendMsg, 50),
+        ] {
+            let prog = obj.programs.get(name).unwrap_or_else(|| panic!("{name} missing from the object"));
+            match prog.section {
+                ProgramSection::CgroupSockAddr { attach_type } => {
+                    assert_eq!(bpf_attach_type::from(attach_type), bpf_attach_type::from(expected), "{name}");
+                    assert_eq!(bpf_attach_type::from(attach_type) as u32, number, "{name}");
+                }
+                ref other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
 }

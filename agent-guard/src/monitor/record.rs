@@ -72,6 +72,24 @@ pub enum EventBody {
         /// `connect`, or `sendmsg` for an unconnected UDP send.
         via: String,
     },
+    /// A connect (stream, seqpacket or datagram socket) or an addressed
+    /// datagram send to a socket file, allowed by `[network] unix`.
+    UnixConnect {
+        /// The socket's path as the caller passed it (escaped).
+        path: String,
+        /// `connect`, or `sendmsg` for a datagram sent with an address.
+        via: String,
+    },
+    /// A connect or addressed datagram send to a socket file that
+    /// `[network] unix` does not list (or past the `connects` limit):
+    /// refused with EPERM.
+    ConnectDenied {
+        /// The socket's path as the caller passed it (escaped); relative
+        /// paths are never allowed.
+        path: String,
+        /// `connect`, or `sendmsg` for a datagram sent with an address.
+        via: String,
+    },
     /// A counter passed its limit.
     Limit {
         counter: String,
@@ -142,6 +160,11 @@ impl EventRecord {
                     via: if *via_sendmsg { "sendmsg" } else { "connect" }.to_owned(),
                 },
             ),
+            Event::UnixConnect { pid, seq, ktime_ns, path, allowed, via_sendmsg } => {
+                let (path, via) = (bytes_for_terminal(path), if *via_sendmsg { "sendmsg" } else { "connect" }.to_owned());
+                let body = if *allowed { EventBody::UnixConnect { path, via } } else { EventBody::ConnectDenied { path, via } };
+                (*pid, *seq, *ktime_ns, body)
+            }
             Event::Limit { pid, seq, ktime_ns, counter, freeze, value, limit } => (
                 *pid,
                 *seq,
@@ -178,6 +201,20 @@ mod tests {
         assert_eq!(
             line,
             r#"{"session":"s","seq":1,"ktime_ns":5,"pid":7,"type":"exec","uid":0,"ppid":6,"errno":0,"path":"/tmp/\\e[31mx\\xff","argv":["a\\nb"]}"#
+        );
+    }
+
+    #[test]
+    fn unix_connects_are_reported_with_escaped_paths() {
+        let denied = Event::UnixConnect { pid: 7, seq: 2, ktime_ns: 5, path: b"/run/\x1b]0;x\x07.sock".to_vec(), allowed: false, via_sendmsg: false };
+        assert_eq!(
+            serde_json::to_string(&EventRecord::from_event("s", &denied)).unwrap(),
+            r#"{"session":"s","seq":2,"ktime_ns":5,"pid":7,"type":"connect_denied","path":"/run/\\e]0;x\\u{7}.sock","via":"connect"}"#
+        );
+        let allowed = Event::UnixConnect { pid: 7, seq: 3, ktime_ns: 6, path: b"/run/app.sock".to_vec(), allowed: true, via_sendmsg: true };
+        assert_eq!(
+            serde_json::to_string(&EventRecord::from_event("s", &allowed)).unwrap(),
+            r#"{"session":"s","seq":3,"ktime_ns":6,"pid":7,"type":"unix_connect","path":"/run/app.sock","via":"sendmsg"}"#
         );
     }
 }

@@ -5,7 +5,7 @@
 //! supervisor crash leaves every session watched.
 //!
 //! Layout: `/sys/fs/bpf/agent-guard/<version>/` holds the maps
-//! (`SESSIONS`, `RINGS`, `NET_V4`, `NET_V6`, and `RING_SLOTS`, user
+//! (`SESSIONS`, `RINGS`, `NET_V4`, `NET_V6`, `UNIX_ALLOW`, and `RING_SLOTS`, user
 //! space's record of which session uses which ring buffer) and one pinned
 //! link per cgroup attachment (`link_*`). The system-wide tracepoints
 //! (every syscall entry, the syscall exits counted, process exec and
@@ -25,7 +25,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_guard_common::session::{PortRanges, RingSlot, SessionState, COUNTERS, MAX_SESSIONS, NET_V4_KEY, NET_V6_KEY};
+use agent_guard_common::session::{PortRanges, RingSlot, SessionState, UnixKey, COUNTERS, MAX_SESSIONS, NET_V4_KEY, NET_V6_KEY};
 use aya::{
     maps::{lpm_trie::Key, Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, RingBuf},
     programs::{links::CgroupAttachMode, links::FdLink, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint},
@@ -34,6 +34,7 @@ use aya::{
 use sha2::Digest;
 
 use super::{btf, map_err, prog_err, MonitorError};
+use agent_guard_common::session::{OFF_SOCK_ADDR_UADDR, OFF_SOCK_ADDR_UADDRLEN};
 
 /// `bpf_map_update_elem` flag: only insert.
 const BPF_NOEXIST: u64 = 1;
@@ -101,9 +102,14 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
 /// Programs attached to the cgroup that holds every session.
 const SOCK_ADDR_PROGRAMS: [&str; 6] = ["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
 
+/// The unix socket hooks (Linux 6.7+), attached beside them when the
+/// kernel has them; an instance without them serves sessions with a gap
+/// (see [`Shared::unix_hooks`]).
+const UNIX_PROGRAMS: [&str; 2] = ["connect_unix", "sendmsg_unix"];
+
 /// The maps of the object, pinned by these names; `SESSIONS` is pinned
 /// last and so marks a complete instance.
-const MAPS: [&str; 4] = ["RINGS", "NET_V4", "NET_V6", "SESSIONS"];
+const MAPS: [&str; 5] = ["RINGS", "NET_V4", "NET_V6", "UNIX_ALLOW", "SESSIONS"];
 
 /// An exclusive `flock` on the pin root, released on drop.
 pub struct PinLock {
@@ -144,6 +150,9 @@ pub struct Shared {
     slots: Array<MapData, RingSlot>,
     v4: LpmTrie<MapData, [u8; NET_V4_KEY], PortRanges>,
     v6: LpmTrie<MapData, [u8; NET_V6_KEY], PortRanges>,
+    unix: HashMap<MapData, UnixKey, u8>,
+    /// Whether the unix socket hooks are attached (their links pinned).
+    pub unix_hooks: bool,
 }
 
 fn open_map(dir: &Path, name: &'static str) -> Result<MapData, MonitorError> {
@@ -169,6 +178,8 @@ impl Shared {
             slots: Array::try_from(Map::Array(open_map(dir, "RING_SLOTS")?)).map_err(map_err("RING_SLOTS"))?,
             v4: LpmTrie::try_from(Map::LpmTrie(open_map(dir, "NET_V4")?)).map_err(map_err("NET_V4"))?,
             v6: LpmTrie::try_from(Map::LpmTrie(open_map(dir, "NET_V6")?)).map_err(map_err("NET_V6"))?,
+            unix: HashMap::try_from(Map::HashMap(open_map(dir, "UNIX_ALLOW")?)).map_err(map_err("UNIX_ALLOW"))?,
+            unix_hooks: UNIX_PROGRAMS.iter().all(|name| dir.join(format!("link_{name}")).exists()),
         })
     }
 
@@ -227,6 +238,11 @@ impl Shared {
             let key = Key::new(64 + prefix, agent_guard_common::session::net_key::<NET_V6_KEY>(cgroup, addr));
             self.v6.insert(&key, ranges, 0).map_err(map_err("NET_V6"))?;
         }
+        for path in &rules.unix {
+            if let Some(key) = UnixKey::new(cgroup, path) {
+                self.unix.insert(key, 1, 0).map_err(map_err("UNIX_ALLOW"))?;
+            }
+        }
         let (slot, ring) = self.take_ring(cgroup, ring_bytes)?;
         state.ring = slot;
         self.sessions.insert(cgroup, state, BPF_NOEXIST).map_err(map_err("SESSIONS"))?;
@@ -266,8 +282,11 @@ impl Shared {
 
     /// Registers a probe session in a cgroup of its own, with no allowed
     /// destination, forks a child into it that sends a UDP datagram to
-    /// 127.0.0.1:9, and checks that the send was refused (EPERM) and
-    /// counted. Call with the pin lock held.
+    /// 127.0.0.1:9 and (when the unix hooks are attached) connects to a
+    /// socket file, and checks that both were refused (EPERM) and
+    /// counted. The socket file does not exist: without the hook the
+    /// connect fails with ENOENT, the hook refuses it before the lookup.
+    /// Call with the pin lock held.
     fn self_test(&mut self, subtree: &Path) -> Result<(), MonitorError> {
         use agent_guard_common::session::{Counter, ON_LIMIT_KILL};
         let dir = subtree.join(format!("selftest-{}", std::process::id()));
@@ -279,6 +298,13 @@ impl Shared {
             let _ring = self.register(id, state, 4096, &super::rules::Rules::default())?;
             let procs = std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
                 .map_err(|_| failed("the probe cgroup's path holds a NUL".to_owned()))?;
+            let unix = self.unix_hooks;
+            // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+            let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in sun.sun_path.iter_mut().zip(SELF_TEST_SOCKET.as_bytes()) {
+                *d = *s as libc::c_char;
+            }
             // SAFETY: the child makes only async-signal-safe system calls on
             // data prepared before the fork, then _exits.
             let pid = unsafe { libc::fork() };
@@ -302,7 +328,20 @@ impl Shared {
                     addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
                     let r = libc::sendto(s, b"x".as_ptr().cast(), 1, 0, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32);
                     let refused = r < 0 && *libc::__errno_location() == libc::EPERM;
-                    libc::_exit(if refused { 0 } else { 1 });
+                    if !refused {
+                        libc::_exit(1);
+                    }
+                    if unix {
+                        let u = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                        if u < 0 {
+                            libc::_exit(2);
+                        }
+                        let r = libc::connect(u, (&sun as *const libc::sockaddr_un).cast(), std::mem::size_of::<libc::sockaddr_un>() as u32);
+                        if !(r < 0 && *libc::__errno_location() == libc::EPERM) {
+                            libc::_exit(3);
+                        }
+                    }
+                    libc::_exit(0);
                 }
             }
             let mut status = 0;
@@ -311,14 +350,16 @@ impl Shared {
             let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
             let counters = self.counters(id).unwrap_or([0; COUNTERS]);
             self.forget(id);
+            let tries = if unix { 2 } else { 1 };
             match code {
-                0 if counters[Counter::Connects as usize] == 1 && counters[Counter::ConnectsDenied as usize] == 1 => Ok(()),
+                0 if counters[Counter::Connects as usize] == tries && counters[Counter::ConnectsDenied as usize] == tries => Ok(()),
                 0 => Err(failed(format!(
-                    "the send was refused but not counted (connects {}, denied {})",
+                    "the probe's connects were refused but not counted ({tries} expected; connects {}, denied {})",
                     counters[Counter::Connects as usize],
                     counters[Counter::ConnectsDenied as usize]
                 ))),
                 1 => Err(failed("a probe session sent a datagram its rules forbid: the cgroup hooks do not act on the sessions' cgroup".to_owned())),
+                3 => Err(failed(format!("a probe session's connect to the socket file {SELF_TEST_SOCKET} was not refused: the connect_unix hook does not act on the sessions' cgroup"))),
                 _ => Err(failed(format!("the probe could not be set up (exit status {status:#x})"))),
             }
         })();
@@ -391,6 +432,10 @@ impl Shared {
         for k in v6 {
             let _ = self.v6.remove(&k);
         }
+        let unix: Vec<UnixKey> = self.unix.keys().filter_map(Result::ok).filter(|k| k.cgroup == cgroup).collect();
+        for k in unix {
+            let _ = self.unix.remove(&k);
+        }
     }
 
     /// The cgroup ids of every registered session.
@@ -420,6 +465,9 @@ impl Shared {
     }
 }
 
+/// The socket file the self-test connects to (it does not exist).
+const SELF_TEST_SOCKET: &str = "/nonexistent/agent-guard-self-test.sock";
+
 /// Loads the object, attaches every program, and pins maps and links in `dir`.
 fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     let offsets = btf::field_offsets(Path::new("/sys/kernel/btf/vmlinux"), Path::new(btf::CACHE_DIR))?;
@@ -429,18 +477,23 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
     let mut ebpf = loader.override_global("KERNEL_OFFSETS", &offsets, true).load(crate::doctor::EBPF_OBJECT)?;
     let cgroup = fs::File::open(subtree).map_err(|source| MonitorError::Cgroup { path: subtree.display().to_string(), source })?;
     for name in SOCK_ADDR_PROGRAMS {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
-            .try_into()
-            .map_err(prog_err(name))?;
-        prog.load().map_err(prog_err(name))?;
-        // A bpf_link attachment: always shares the hook with others (another
-        // tool's programs, an older agent-guard's still serving its last
-        // sessions); "Single" only means no legacy flags.
-        let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(prog_err(name))?;
-        let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
-        pin_link(link, dir.join(format!("link_{name}")))?;
+        attach_sock_addr(&mut ebpf, name, &cgroup, dir)?;
+    }
+    // The unix socket hooks, where the kernel has them (6.7+): without
+    // them the instance still serves, and every session reports the gap.
+    let unix_offsets = [OFF_SOCK_ADDR_UADDR, OFF_SOCK_ADDR_UADDRLEN].iter().all(|&i| offsets[i] != btf::ABSENT);
+    if unix_offsets {
+        for name in UNIX_PROGRAMS {
+            if let Err(e) = attach_sock_addr(&mut ebpf, name, &cgroup, dir) {
+                tracing::debug!("the unix socket hooks did not load: {}", crate::cli::render_error(&anyhow::Error::from(e)));
+                for name in UNIX_PROGRAMS {
+                    let _ = fs::remove_file(dir.join(format!("link_{name}")));
+                }
+                break;
+            }
+        }
+    } else {
+        tracing::debug!("kernel BTF has no bpf_sock_addr_kern.uaddrlen (before Linux 6.7): no unix socket hooks");
     }
     let egress: &mut CgroupSkb = ebpf
         .program_mut("egress")
@@ -481,6 +534,23 @@ fn load_and_pin(dir: &Path, subtree: &Path) -> Result<(), MonitorError> {
         map.pin(&path).map_err(pin_failed(path))?;
     }
     Ok(())
+}
+
+/// Loads the cgroup sock_addr program `name`, attaches it to `cgroup` and
+/// pins the link in `dir` as `link_NAME`.
+fn attach_sock_addr(ebpf: &mut aya::Ebpf, name: &'static str, cgroup: &fs::File, dir: &Path) -> Result<(), MonitorError> {
+    let prog: &mut CgroupSockAddr = ebpf
+        .program_mut(name)
+        .ok_or(MonitorError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
+        .try_into()
+        .map_err(prog_err(name))?;
+    prog.load().map_err(prog_err(name))?;
+    // A bpf_link attachment: always shares the hook with others (another
+    // tool's programs, an older agent-guard's still serving its last
+    // sessions); "Single" only means no legacy flags.
+    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(prog_err(name))?;
+    let link = FdLink::try_from(prog.take_link(id).map_err(prog_err(name))?).map_err(|e| MonitorError::Link { name, source: e })?;
+    pin_link(link, dir.join(format!("link_{name}")))
 }
 
 /// Maps a failure to pin something at `path`.

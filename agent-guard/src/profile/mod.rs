@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use self::{
     diag::{Diagnostic, Diagnostics, SourceFile},
     host::HostConfig,
-    net::{Destination, PortRange},
+    net::{Destination, PortRange, Protocol},
     schema::{OnDeviation, OnLimit},
     units::{ByteSize, HumanDuration},
     validate::looks_secret,
@@ -145,10 +145,15 @@ pub struct FsPolicy {
 pub struct NetPolicy {
     pub connect: Vec<Destination>,
     pub bind: Vec<PortRange>,
+    /// Pathname unix sockets the agent may connect to (`[network] unix`,
+    /// placeholders expanded); every other socket file is refused.
+    pub unix: Vec<PathBuf>,
 }
 
 impl NetPolicy {
-    /// No network at all: no TCP/UDP sockets may be created.
+    /// No IP network at all: no TCP/UDP sockets may be created (unix
+    /// sockets are always allowed to be made; `unix` decides what they
+    /// may connect to).
     pub fn is_none(&self) -> bool {
         self.connect.is_empty() && self.bind.is_empty()
     }

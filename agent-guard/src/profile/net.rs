@@ -82,20 +82,79 @@ impl Serialize for PortRange {
     }
 }
 
-/// Where an agent may connect: an address or CIDR and a port range.
+/// The transport protocol a destination allows: written as a `/tcp` or
+/// `/udp` suffix; without one, both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// No suffix: TCP and UDP (what every destination meant before suffixes).
+    #[default]
+    Both,
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn includes_tcp(self) -> bool {
+        matches!(self, Protocol::Both | Protocol::Tcp)
+    }
+
+    pub fn includes_udp(self) -> bool {
+        matches!(self, Protocol::Both | Protocol::Udp)
+    }
+
+    /// The kernel side's `PROTO_*` bits.
+    pub fn mask(self) -> u8 {
+        use agent_guard_common::session::{PROTO_ANY, PROTO_TCP, PROTO_UDP};
+        match self {
+            Protocol::Both => PROTO_ANY,
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    }
+
+    /// The suffix as written, `""` for both.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Protocol::Both => "",
+            Protocol::Tcp => "/tcp",
+            Protocol::Udp => "/udp",
+        }
+    }
+
+    /// From the text after a destination's last `/`. Lowercase only: one
+    /// spelling everywhere (events, baselines and suggestions print it so).
+    fn parse_suffix(text: &str, whole: &str) -> Result<Protocol, String> {
+        match text {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "" => Err(format!("`{whole}` ends in `/` without a protocol: write `/tcp` or `/udp`, or no suffix for both")),
+            t if t.eq_ignore_ascii_case("tcp") || t.eq_ignore_ascii_case("udp") => {
+                Err(format!("`{whole}`: write the protocol in lowercase, `/{}`", t.to_ascii_lowercase()))
+            }
+            t => Err(format!(
+                "`{whole}`: `{t}` is not a protocol a destination can name: expected `/tcp` or `/udp`, or no suffix for both"
+            )),
+        }
+    }
+}
+
+/// Where an agent may connect: an address or CIDR, a port range and the
+/// protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Destination {
     pub net: IpNet,
     pub ports: PortRange,
+    pub protocol: Protocol,
 }
 
 impl FromStr for Destination {
     type Err = String;
 
     /// `127.0.0.1:8080`, `10.20.0.0/16:443`, `10.0.0.1:8000-8100`,
-    /// `[::1]:5432`, `[fd00::/8]:443`.
+    /// `[::1]:5432`, `[fd00::/8]:443`, each optionally followed by `/tcp`
+    /// or `/udp`: `10.0.0.0/8:443-444/tcp`.
     fn from_str(text: &str) -> Result<Destination, String> {
-        let expected = "expected ADDRESS:PORT with an IPv4 or IPv6 address or CIDR and a port or range, e.g. \"10.20.0.0/16:443\" or \"[::1]:5432\"";
+        let expected = "expected ADDRESS:PORT[/tcp|/udp] with an IPv4 or IPv6 address or CIDR and a port or range, e.g. \"10.20.0.0/16:443/tcp\" or \"[::1]:5432\"";
         let (host, ports) = if let Some(rest) = text.strip_prefix('[') {
             let (host, after) = rest
                 .split_once(']')
@@ -124,8 +183,13 @@ impl FromStr for Destination {
                 Err(_) => return Err(format!("`{host}` is not an IP address or CIDR (host names are not resolved): {expected}")),
             },
         };
+        // The protocol follows the ports (a CIDR's `/` is before the port's `:`).
+        let (ports, protocol) = match ports.split_once('/') {
+            Some((ports, proto)) => (ports, Protocol::parse_suffix(proto, text)?),
+            None => (ports, Protocol::Both),
+        };
         let ports = ports.parse::<PortRange>()?;
-        Ok(Destination { net, ports })
+        Ok(Destination { net, ports, protocol })
     }
 }
 
@@ -136,9 +200,10 @@ impl fmt::Display for Destination {
         } else {
             self.net.to_string()
         };
+        let proto = self.protocol.suffix();
         match self.net {
-            IpNet::V4(_) => write!(f, "{host}:{}", self.ports),
-            IpNet::V6(_) => write!(f, "[{host}]:{}", self.ports),
+            IpNet::V4(_) => write!(f, "{host}:{}{proto}", self.ports),
+            IpNet::V6(_) => write!(f, "[{host}]:{}{proto}", self.ports),
         }
     }
 }
@@ -171,6 +236,42 @@ mod tests {
         let range = dest("10.0.0.1:8000-8100");
         assert_eq!(range.ports, PortRange { lo: 8000, hi: 8100 });
         assert_eq!(range.ports.ports().count(), 101);
+        assert_eq!(range.protocol, Protocol::Both);
+    }
+
+    #[test]
+    fn protocol_suffixes() {
+        let d = dest("127.0.0.1:8080/tcp");
+        assert_eq!((d.protocol, d.ports), (Protocol::Tcp, PortRange::single(8080)));
+        assert_eq!(d.to_string(), "127.0.0.1:8080/tcp");
+        let d = dest("[::1]:53/udp");
+        assert_eq!((d.protocol, d.net.to_string().as_str()), (Protocol::Udp, "::1/128"));
+        assert_eq!(d.to_string(), "[::1]:53/udp");
+        let d = dest("10.0.0.0/8:443-444/tcp");
+        assert_eq!((d.protocol, d.ports, d.net.to_string().as_str()), (Protocol::Tcp, PortRange { lo: 443, hi: 444 }, "10.0.0.0/8"));
+        assert_eq!(d.to_string(), "10.0.0.0/8:443-444/tcp");
+        assert_eq!(dest("[fd00::/8]:8000-8100/udp").to_string(), "[fd00::/8]:8000-8100/udp");
+        // No suffix: both, printed without one.
+        assert_eq!(dest("10.0.0.0/8:443").to_string(), "10.0.0.0/8:443");
+        assert!(Protocol::Both.includes_tcp() && Protocol::Both.includes_udp());
+        assert!(Protocol::Tcp.includes_tcp() && !Protocol::Tcp.includes_udp());
+        assert!(!Protocol::Udp.includes_tcp() && Protocol::Udp.includes_udp());
+        assert_eq!(Protocol::Both.mask(), Protocol::Tcp.mask() | Protocol::Udp.mask());
+    }
+
+    #[test]
+    fn bad_protocol_suffixes() {
+        let err = |text: &str| text.parse::<Destination>().expect_err(text);
+        assert!(err("127.0.0.1:80/sctp").contains("`sctp` is not a protocol"), "{}", err("127.0.0.1:80/sctp"));
+        assert!(err("127.0.0.1:80/TCP").contains("lowercase, `/tcp`"), "{}", err("127.0.0.1:80/TCP"));
+        assert!(err("[::1]:53/Udp").contains("lowercase, `/udp`"));
+        assert!(err("127.0.0.1:80/").contains("without a protocol"));
+        assert!(err("127.0.0.1:80/tcp/udp").contains("not a protocol"));
+        assert!(err("127.0.0.1:80/both").contains("not a protocol"));
+        assert!(err("127.0.0.1:80/ tcp").contains("not a protocol"));
+        // A CIDR without a port is still "no port", not a protocol.
+        assert!(err("10.0.0.0/8").contains("no port"));
+        assert!(err("[::1]/tcp").contains("no port"));
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct NetworkSection {
     pub connect: Vec<Spanned<String>>,
     #[serde(default)]
     pub bind: Vec<Spanned<PortRange>>,
+    /// Socket files the agent may connect to (absolute, placeholders allowed).
+    #[serde(default)]
+    pub unix: Vec<Spanned<String>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

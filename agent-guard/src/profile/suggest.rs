@@ -188,15 +188,23 @@ pub fn suggest(name: &str, sessions: &[SessionHistory]) -> String {
         let _ = writeln!(out, "# Kept from the sessions' profile.\ndeny = {deny}");
     }
 
-    let mut connect: BTreeMap<String, usize> = BTreeMap::new();
+    let _ = writeln!(out, "\n[network]\nconnect = [");
+    for (dest, n) in suggested_destinations(sessions.iter().flat_map(SessionHistory::connects)) {
+        let _ = writeln!(out, "    {},  # {n} connect(s)", toml_str(&dest));
+    }
+    let _ = writeln!(out, "]");
+    // Socket files connected to (an observed session may connect to any);
+    // relative spellings can never be listed, so they are left out.
+    let mut unix: BTreeMap<String, usize> = BTreeMap::new();
     for h in sessions {
-        for c in h.connects() {
-            *connect.entry(c.addr_port()).or_default() += 1;
+        let w = h.workdir();
+        for path in h.unix_connects().into_iter().filter(|p| p.starts_with('/')) {
+            *unix.entry(placeholder(&path, w.as_deref())).or_default() += 1;
         }
     }
-    let _ = writeln!(out, "\n[network]\nconnect = [");
-    for (dest, n) in &connect {
-        let _ = writeln!(out, "    {},  # {n} connect(s)", toml_str(dest));
+    let _ = writeln!(out, "unix = [");
+    for (path, n) in &unix {
+        let _ = writeln!(out, "    {},  # {n} connect(s)", toml_str(path));
     }
     let _ = writeln!(out, "]");
 
@@ -221,6 +229,33 @@ pub fn suggest(name: &str, sessions: &[SessionHistory]) -> String {
     out
 }
 
+/// `[network] connect` entries for what the sessions connected to, with
+/// how often: `ADDR:PORT/tcp` or `/udp` for the protocol seen, no suffix
+/// when both were (or when the protocol was not known: a connect landlock
+/// refused before the monitor saw its socket).
+fn suggested_destinations(connects: impl IntoIterator<Item = crate::history::Connect>) -> Vec<(String, usize)> {
+    let mut seen: BTreeMap<String, (usize, bool, bool, bool)> = BTreeMap::new();
+    for c in connects {
+        let e = seen.entry(c.addr_port()).or_default();
+        e.0 += 1;
+        match c.protocol.as_str() {
+            "tcp" => e.1 = true,
+            "udp" => e.2 = true,
+            _ => e.3 = true,
+        }
+    }
+    seen.into_iter()
+        .map(|(dest, (n, tcp, udp, unknown))| {
+            let suffix = match (tcp, udp, unknown) {
+                (true, false, false) => "/tcp",
+                (false, true, false) => "/udp",
+                _ => "",
+            };
+            (format!("{dest}{suffix}"), n)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +267,33 @@ mod tests {
         assert_eq!(roomy(95), 150);
         assert_eq!(roomy(3000), 4500);
         assert_eq!(roomy(90_000), 140_000);
+    }
+
+    #[test]
+    fn destinations_keep_their_protocol() {
+        let c = |addr: &str, port, protocol: &str| crate::history::Connect { addr: addr.to_owned(), port, protocol: protocol.to_owned(), allowed: true };
+        let got = suggested_destinations([
+            c("127.0.0.1", 8080, "tcp"),
+            c("127.0.0.1", 8080, "tcp"),
+            c("::1", 53, "udp"),
+            c("10.0.0.1", 443, "tcp"),
+            c("10.0.0.1", 443, "udp"),
+            c("10.0.0.2", 22, "0"),
+        ]);
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1:443".to_owned(), 2),
+                ("10.0.0.2:22".to_owned(), 1),
+                ("127.0.0.1:8080/tcp".to_owned(), 2),
+                ("[::1]:53/udp".to_owned(), 1),
+            ]
+        );
+        // Each parses back as the destination it names.
+        for (d, _) in &got {
+            let parsed: crate::profile::Destination = d.parse().unwrap_or_else(|e| panic!("{d}: {e}"));
+            assert_eq!(&parsed.to_string(), d);
+        }
     }
 
     #[test]

@@ -106,7 +106,20 @@ pub(super) fn resolve(
             Err(e) => ck.error(entry.span(), e),
         }
     }
-    let network = NetPolicy { connect, bind: file.network.bind.iter().map(|b| *b.get_ref()).collect() };
+    let mut unix = Vec::new();
+    for entry in &file.network.unix {
+        let Some(path) = expand_path(&mut ck, entry, &ctx.workdir, &home) else { continue };
+        let len = path.as_os_str().len();
+        if len > agent_guard_common::session::UNIX_PATH_LEN {
+            ck.error(
+                entry.span(),
+                format!("`{}` is {len} bytes long: a unix socket's path holds at most {} bytes", path.display(), agent_guard_common::session::UNIX_PATH_LEN),
+            );
+            continue;
+        }
+        unix.push(path);
+    }
+    let network = NetPolicy { connect, bind: file.network.bind.iter().map(|b| *b.get_ref()).collect(), unix };
 
     let lim = &file.limits;
     if let Some(p) = &lim.processes {
@@ -329,8 +342,12 @@ fn check_environments(ck: &mut Checker<'_>, file: &ProfileFile, fs: &FsPolicy, n
     let raw = &file.filesystem;
     // `fs.*` hold only the entries that expanded, so match them back to spans by position
     // only when nothing was dropped; otherwise errors above already stop the profile.
-    let lists: [PathList<'_>; 3] =
-        [("read", &raw.read, &fs.read), ("write", &raw.write, &fs.write), ("exec", &raw.exec, &fs.exec)];
+    let lists: [PathList<'_>; 4] = [
+        ("read", &raw.read, &fs.read),
+        ("write", &raw.write, &fs.write),
+        ("exec", &raw.exec, &fs.exec),
+        ("unix", &file.network.unix, &net.unix),
+    ];
     for (other, def) in host.environments.iter().filter(|(name, _)| *name != own) {
         for (key, spans, paths) in lists {
             if spans.len() != paths.len() {

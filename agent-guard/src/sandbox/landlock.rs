@@ -152,7 +152,9 @@ pub fn build(policy: &Policy, abi: i32, loaders: &[PathBuf], private_proc: bool)
         }
     }
     if !net.is_empty() {
-        let connect: BTreeSet<u16> = policy.network.connect.iter().flat_map(|d| d.ports.ports()).collect();
+        // Landlock knows TCP only: UDP destinations are the monitor's alone.
+        let connect: BTreeSet<u16> =
+            policy.network.connect.iter().filter(|d| d.protocol.includes_tcp()).flat_map(|d| d.ports.ports()).collect();
         let bind: BTreeSet<u16> = policy.network.bind.iter().flat_map(|r| r.ports()).collect();
         for port in connect {
             created = created.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;

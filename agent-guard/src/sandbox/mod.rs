@@ -53,11 +53,17 @@ impl fmt::Display for Gap {
 }
 
 /// Controls of a profile that only the eBPF monitor enforces: the gaps
-/// when it could not be loaded, `why`.
+/// when it could not be loaded, `why`. Every profile has at least one:
+/// which socket files may be connected to (`[network] unix`; without the
+/// list, none).
 pub fn monitor_gaps(policy: &Policy, why: &str) -> Vec<Gap> {
     let l = &policy.limits;
     let mut gaps = Vec::new();
     let needs = format!("the eBPF monitor, which failed to load: {why}");
+    gaps.push(Gap::new(
+        "[network] unix: connecting only to the listed socket files (every session: without the list, to none)",
+        needs.clone(),
+    ));
     for (name, set) in [
         ("execs", l.execs.is_some()),
         ("file_writes", l.file_writes.is_some()),
@@ -166,4 +172,21 @@ pub fn env_cstrings(env: &[(OsString, OsString)]) -> Result<Vec<CString>, Sandbo
             cstring(&format!("environment variable {}", k.to_string_lossy()), kv)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_monitor_every_profile_has_the_unix_gap() {
+        // Even a profile asking for nothing of the monitor: no socket file may be
+        // connected to unless listed, and only the monitor enforces that.
+        let p = Policy::probe_only(Path::new("/w"));
+        let gaps = monitor_gaps(&p, "no bpffs");
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].what.starts_with("[network] unix") && gaps[0].needs.contains("no bpffs"), "{gaps:?}");
+        // The gap of a monitor loaded without the unix hooks says the same.
+        assert_eq!(crate::monitor::unix_gap("x").what, gaps[0].what);
+    }
 }

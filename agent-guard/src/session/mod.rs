@@ -239,9 +239,11 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
             connect: ["0.0.0.0/0", "::/0"]
                 .iter()
                 .filter_map(|n| n.parse().ok())
-                .map(|net| crate::profile::Destination { net, ports: any })
+                .map(|net| crate::profile::Destination { net, ports: any, protocol: crate::profile::Protocol::Both })
                 .collect(),
             bind: vec![any],
+            // Every socket file may be connected to (the monitor's SESSION_UNIX_ANY), and each connect is reported.
+            unix: Vec::new(),
         };
         observed = p;
         say!("agent-guard: OBSERVE MODE: this session is recorded, not confined: landlock and the network allowlist are off; seccomp, deny masks, capabilities, cgroup and counter limits stay on");
@@ -297,9 +299,12 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     // From here on, a failure must not leave the session's cgroup behind.
     let mut cgroup = SessionCgroup::create(&req.cgroups, &session, &policy.limits).map_err(SandboxError::from)?;
     // The session is registered with the monitor before the agent joins its cgroup.
-    let monitor = match Monitor::attach(policy, &cgroup.v2, policy.baseline.record_reads || req.observe) {
+    let monitor = match Monitor::attach(policy, &cgroup.v2, policy.baseline.record_reads || req.observe, req.observe) {
         Ok(mut m) => {
             m.detach_when_idle = !req.linger_hooks;
+            if !m.unix_hooks && !req.observe {
+                gaps.push(crate::monitor::unix_gap("which this kernel did not load (`agent-guard doctor` says why)"));
+            }
             tracing::debug!(session = %session, loaded_instance = m.loaded_instance, "monitor registration took {:?}", m.load_time);
             Some(m)
         }

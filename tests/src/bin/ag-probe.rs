@@ -194,6 +194,14 @@ fn main() {
         // SAFETY: kill with signal 0 only checks permission; the target is our parent.
         "signal-parent" => report("signal-parent", errno_result(unsafe { libc::kill(libc::getppid(), 0) } as i64)),
         "abstract" => report("abstract-unix", abstract_connect(&arg(1))),
+        // `unix-connect PATH`: a stream connect, then "ping" and the answer line.
+        "unix-connect" => report("unix-connect", unix_connect(&arg(1))),
+        // `unix-seqpacket PATH`: a seqpacket connect, then one message.
+        "unix-seqpacket" => report("unix-seqpacket", unix_seqpacket(&arg(1))),
+        // `unix-dgram PATH`: one datagram sent with PATH as its address (sendto).
+        "unix-dgram" => report("unix-dgram", unix_dgram(&arg(1))),
+        // `unix-dgram-connect PATH`: connect a datagram socket to PATH, then send.
+        "unix-dgram-connect" => report("unix-dgram-connect", unix_dgram_connect(&arg(1))),
         "unix-hold" => {
             // `unix-hold PATH SECS`: connects and holds the connection idle.
             let res = std::os::unix::net::UnixStream::connect(arg(1)).map(|s| {
@@ -387,6 +395,51 @@ fn abstract_connect(name: &str) -> std::io::Result<String> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
     std::os::unix::net::UnixStream::connect_addr(&addr).map(|_| format!("connected to @{name}"))
+}
+
+fn unix_connect(path: &str) -> std::io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"ping\n")?;
+    let mut answer = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut answer)?;
+    Ok(format!("connected to {path}, answer {}", answer.trim_end()))
+}
+
+fn unix_seqpacket(path: &str) -> std::io::Result<String> {
+    let c = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: plain socket calls on a sockaddr_un built here.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut sun: libc::sockaddr_un = std::mem::zeroed();
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, b) in sun.sun_path.iter_mut().zip(c.as_bytes()) {
+            *d = *b as libc::c_char;
+        }
+        let len = (2 + c.as_bytes().len()) as libc::socklen_t;
+        let rc = libc::connect(fd, (&sun as *const libc::sockaddr_un).cast(), len);
+        let res = if rc < 0 || libc::send(fd, b"ping".as_ptr().cast(), 4, 0) != 4 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(format!("connected to {path}"))
+        };
+        libc::close(fd);
+        res
+    }
+}
+
+fn unix_dgram(path: &str) -> std::io::Result<String> {
+    let s = std::os::unix::net::UnixDatagram::unbound()?;
+    s.send_to(b"ping", path).map(|n| format!("{n} bytes sent to {path}"))
+}
+
+fn unix_dgram_connect(path: &str) -> std::io::Result<String> {
+    let s = std::os::unix::net::UnixDatagram::unbound()?;
+    s.connect(path)?;
+    s.send(b"ping").map(|n| format!("{n} bytes sent to {path}"))
 }
 
 fn connect(addr: &str) -> std::io::Result<String> {

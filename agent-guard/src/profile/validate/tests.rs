@@ -195,6 +195,16 @@ paths = ["/srv/staging"]
     assert!(errs[1].contains("contains /srv/prod"), "{errs:?}");
     // ... unless `deny` masks the other environment's path.
     parse_with("r", &staging("[filesystem]\nread = [\"/srv\"]\ndeny = [\"/srv/prod\"]\n"), &host).expect("masked");
+    // A protocol suffix changes nothing about which networks a destination reaches.
+    parse_with("r", &staging("[network]\nconnect = [\"10.30.1.1:443/tcp\", \"10.30.1.1:53/udp\"]\n"), &host).expect("own, with protocols");
+    let errs = parse_with("r", &staging("[network]\nconnect = [\"10.20.5.0/24:443/tcp\", \"[::ffff:10.30.0.1]:53/udp\"]\n"), &host).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("`10.20.5.0/24:443/tcp` reaches 10.20.0.0/16 of environment `production`"), "{errs:?}");
+    // Socket files too: one inside another environment's path is refused.
+    parse_with("r", &staging("[network]\nunix = [\"/srv/staging/app.sock\"]\n"), &host).expect("own socket");
+    let errs = parse_with("r", &staging("[network]\nunix = [\"/srv/prod/db.sock\"]\n"), &host).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("`/srv/prod/db.sock` (unix) lies in /srv/prod of environment `production`"), "{errs:?}");
     // An environment the host does not define is refused.
     let errs = parse_with("r", "[role]\nname = \"r\"\nenvironment = \"qa\"\n", &host).unwrap_err();
     assert!(errs[0].contains("environment `qa` is not defined"), "{errs:?}");
@@ -262,4 +272,33 @@ fn socket_families_are_opted_in_by_name() {
     let text = format!("{MINIMAL}[syscalls]\nallow = [\"inet\"]\n");
     let errors = parse("r", &text).expect_err("unknown family");
     assert!(errors[0].contains("/p/r.toml:5:10:") && errors[0].contains("netlink"), "{errors:?}");
+}
+
+#[test]
+fn destination_protocols_parse_with_positions() {
+    let p = parse("r", &format!("{MINIMAL}[network]\nconnect = [\"127.0.0.1:8080/tcp\", \"[::1]:53/udp\", \"10.0.0.0/8:443-444\"]\n")).expect("valid");
+    let shown: Vec<String> = p.network.connect.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["127.0.0.1:8080/tcp", "[::1]:53/udp", "10.0.0.0/8:443-444"]);
+    // `profile show` serialises the same form.
+    assert_eq!(serde_json::to_value(&p.network.connect).expect("json"), serde_json::json!(["127.0.0.1:8080/tcp", "[::1]:53/udp", "10.0.0.0/8:443-444"]));
+    let errors = parse("r", &format!("{MINIMAL}[network]\nconnect = [\"127.0.0.1:80/sctp\", \"127.0.0.1:81/TCP\", \"127.0.0.1:82/\"]\n")).expect_err("bad suffixes");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("/p/r.toml:5:12:") && errors[0].contains("`sctp` is not a protocol"), "{errors:?}");
+    assert!(errors[1].starts_with("/p/r.toml:5:33:") && errors[1].contains("lowercase, `/tcp`"), "{errors:?}");
+    assert!(errors[2].starts_with("/p/r.toml:5:53:") && errors[2].contains("without a protocol"), "{errors:?}");
+}
+
+#[test]
+fn unix_socket_files_expand_and_are_checked_with_positions() {
+    let p = parse("r", &format!("{MINIMAL}[network]\nunix = [\"/run/app.sock\", \"{{workdir}}/s.sock\", \"{{home}}/.agent.sock\"]\n")).expect("valid");
+    assert_eq!(p.network.unix[..2], [PathBuf::from("/run/app.sock"), PathBuf::from("/work/repo/s.sock")]);
+    assert!(p.network.unix[2].ends_with(".agent.sock") && p.network.unix[2].is_absolute());
+    // Socket files alone are not "network": no IP sockets for such a profile.
+    assert!(p.network.is_none());
+    let long = format!("/{}", "s".repeat(108));
+    let errors = parse("r", &format!("{MINIMAL}[network]\nunix = [\"app.sock\", \"/run/../x\", \"{long}\", \"/{}\"]\n", "s".repeat(107))).expect_err("bad");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("/p/r.toml:5:9:") && errors[0].contains("`app.sock` must be an absolute path"), "{errors:?}");
+    assert!(errors[1].starts_with("/p/r.toml:5:21:") && errors[1].contains("may not contain `..`"), "{errors:?}");
+    assert!(errors[2].starts_with("/p/r.toml:5:34:") && errors[2].contains("is 109 bytes long"), "{errors:?}");
 }

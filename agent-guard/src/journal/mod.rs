@@ -281,8 +281,10 @@ impl Journal {
             let complete = line.last() == Some(&b'\n');
             match serde_json::from_slice::<Record>(&line) {
                 Ok(r) if complete => last = Some(r),
-                _ if !complete || offset + n as u64 == len => torn = Some((path.clone(), offset, n as u64)),
-                // A bad line in the middle is for `verify` to report; chain from the last good one.
+                // Only a line without its newline is a write cut short by a crash.
+                _ if !complete => torn = Some((path.clone(), offset, n as u64)),
+                // A whole line that is not a record (edited) is for `verify` to
+                // report, never to be marked as torn; chain from the last good one.
                 _ => {}
             }
             offset += n as u64;

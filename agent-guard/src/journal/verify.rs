@@ -94,8 +94,8 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
     let mut expected = 1u64;
     let mut prev = GENESIS.to_owned();
     // Unreadable lines, waiting for a `torn_tail` record that names them
-    // (file name, offset, the problem, whether it is the journal's very last line).
-    let mut torn_candidates: Vec<(String, u64, Problem, bool)> = Vec::new();
+    // (file name, offset, length, the problem, whether it is the journal's very last line).
+    let mut torn_candidates: Vec<(String, u64, u64, Problem, bool)> = Vec::new();
     let files = files(dir)?;
     report.files = files.len();
     for (file_index, (_, path)) in files.iter().enumerate() {
@@ -117,14 +117,19 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
                     _ => "torn line (no end of line): a write cut short by a crash".to_owned(),
                 });
                 let very_last = file_index + 1 == files.len() && i == last_index && !complete;
-                torn_candidates.push((name.clone(), line_offset, p, very_last));
+                torn_candidates.push((name.clone(), line_offset, line.len() as u64, p, very_last));
                 continue;
             };
             if r.entry.kind == "torn_tail" {
                 let file = r.entry.data["file"].as_str().unwrap_or_default().to_owned();
                 let off = r.entry.data["offset"].as_u64().unwrap_or(u64::MAX);
-                if let Some(pos) = torn_candidates.iter().position(|(f, o, _, _)| *f == file && *o == off) {
-                    report.torn_marked.push(torn_candidates.remove(pos).2);
+                let bytes = r.entry.data["bytes"].as_u64().unwrap_or(u64::MAX);
+                // Only a line that was torn when marked: the writer completed it
+                // with one newline, so it is one byte longer than it was. (A whole
+                // line that does not parse is never a crash's doing.)
+                let torn = |(f, o, len, _, _): &(String, u64, u64, Problem, bool)| *f == file && *o == off && bytes.checked_add(1) == Some(*len);
+                if let Some(pos) = torn_candidates.iter().position(torn) {
+                    report.torn_marked.push(torn_candidates.remove(pos).3);
                 }
             }
             report.records += 1;
@@ -157,7 +162,7 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
     }
     // Lines no marker explains: a torn very last line is a crash since the
     // last append; anything else is tampering.
-    for (_, _, p, very_last) in torn_candidates {
+    for (_, _, _, p, very_last) in torn_candidates {
         if very_last {
             report.torn_unmarked = Some(p);
         } else {

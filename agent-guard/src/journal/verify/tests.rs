@@ -308,3 +308,19 @@ fn deleted_files_or_a_deleted_head_are_tampering() {
     let p = problems(dir.path());
     assert!(p.len() == 1 && p[0].what.contains("head is missing"), "{p:?}");
 }
+
+#[test]
+fn an_edited_last_record_is_not_excused_as_torn_by_the_next_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    journal(dir.path(), 5, 1 << 20);
+    let f = first_file(dir.path());
+    let text = fs::read_to_string(&f).expect("read");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[4] = lines[4].replacen(",\"hash\":", ",\"x\":1,\"hash\":", 1);
+    fs::write(&f, lines.join("\n") + "\n").expect("write");
+    // The next writer chains on, and does not mark the edited line as a crash.
+    journal(dir.path(), 1, 1 << 20);
+    let r = verify(dir.path()).expect("verify");
+    assert!(r.torn_marked.is_empty(), "{r:?}");
+    assert!(r.problems.iter().any(|p| p.line == 5 && p.what.contains("unknown field `x`")), "{:?}", r.problems);
+}

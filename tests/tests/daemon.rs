@@ -150,7 +150,7 @@ fn malformed_requests_never_stop_the_daemon() {
         let payload: Vec<u8> = match r % 4 {
             0 => templates[(r >> 8) as usize % templates.len()].as_bytes().to_vec(),
             1 => (0..(r >> 8) % 300).map(|_| next() as u8).collect(),
-            2 => vec![b'a'; 70_000], // over the size limit
+            2 => vec![b'a'; MAX_REQUEST_BYTES + 1], // over the size limit
             _ => {
                 let t = templates[(r >> 8) as usize % templates.len()].as_bytes();
                 let cut = (r >> 16) as usize % (t.len() + 1);
@@ -388,4 +388,129 @@ fn a_restarted_daemon_finds_running_sessions() {
     let out = case.ag(&["kill", "--session", &id, "--reason", "after restart"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(client.wait().expect("wait").code(), Some(137));
+}
+
+/// The protocol's request limit (docs/protocol.md), the newline included.
+const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Sends `line` (which ends with its newline) and reads every response line until the daemon closes.
+fn exchange(stream: &mut UnixStream, line: &[u8]) -> Vec<serde_json::Value> {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream.write_all(line).expect("write");
+    let mut answer = String::new();
+    BufReader::new(&*stream).read_line(&mut answer).expect("read");
+    vec![serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))]
+}
+
+/// Reads until the daemon closes the connection: true when it did, with nothing more sent.
+fn closed(stream: &UnixStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(std::io::Read::read_to_end(&mut &*stream, &mut rest), Ok(0))
+}
+
+/// A `ps` request padded with spaces to exactly `len` bytes with its newline.
+fn padded_ps(len: usize) -> Vec<u8> {
+    let head = br#"{"v":1,"id":3,"op":{"kind":"ps"}"#;
+    let mut line = head.to_vec();
+    line.resize(len - 2, b' ');
+    line.extend_from_slice(b"}\n");
+    assert_eq!(line.len(), len);
+    line
+}
+
+#[test]
+fn ps_and_status_refuse_unknown_fields_over_the_socket() {
+    let case = Case::new("strictops", &base_profile(""));
+    let d = start_daemon(&case, None);
+    for op in ["ps", "status"] {
+        let ok = request(&d.socket, &format!(r#"{{"v":1,"id":1,"op":{{"kind":"{op}"}}}}"#));
+        assert_eq!(ok["ok"], true, "{ok}");
+        let mut s = UnixStream::connect(&d.socket).expect("connect");
+        let r = exchange(&mut s, format!("{{\"v\":1,\"id\":2,\"op\":{{\"kind\":\"{op}\",\"all\":true}}}}\n").as_bytes());
+        assert_eq!(r[0]["ok"], false, "{op}: {}", r[0]);
+        assert_eq!(r[0]["error"]["code"], "bad_request", "{}", r[0]);
+        assert!(r[0]["error"]["message"].as_str().unwrap_or("").contains("unknown field `all`"), "{}", r[0]);
+        assert!(closed(&s), "a bad request closes the connection");
+    }
+}
+
+#[test]
+fn a_request_over_the_size_limit_is_refused_and_one_at_it_served() {
+    let case = Case::new("sizelimit", &base_profile(""));
+    let d = start_daemon(&case, None);
+    // Exactly at the limit: answered, and the connection serves on.
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    let r = exchange(&mut s, &padded_ps(MAX_REQUEST_BYTES));
+    assert_eq!((r[0]["ok"].clone(), r[0]["id"].clone()), (serde_json::json!(true), serde_json::json!(3)), "{}", r[0]);
+    let r = exchange(&mut s, b"{\"v\":1,\"id\":4,\"op\":{\"kind\":\"status\"}}\n");
+    assert_eq!(r[0]["ok"], true, "{}", r[0]);
+    // One byte over: too_large, and closed.
+    let mut s = UnixStream::connect(&d.socket).expect("connect");
+    let r = exchange(&mut s, &padded_ps(MAX_REQUEST_BYTES + 1));
+    assert_eq!(r[0]["ok"], false, "{}", r[0]);
+    assert_eq!(r[0]["error"]["code"], "too_large", "{}", r[0]);
+    assert!(r[0]["error"]["message"].as_str().unwrap_or("").contains(&MAX_REQUEST_BYTES.to_string()), "{}", r[0]);
+    assert!(closed(&s), "an oversized request closes the connection");
+}
+
+/// Waits for `child` to exit (a guard against a hang, not a timing check).
+fn exit_of(child: &mut Child) -> std::process::ExitStatus {
+    for _ in 0..3000 {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    panic!("the daemon did not exit");
+}
+
+fn daemon_command(case: &Case) -> Command {
+    let mut c = Command::new(agent_guard());
+    c.env("AGENT_GUARD_CONFIG", case.config()).env("AGENT_GUARD_PROFILES", case.dir.path()).arg("daemon");
+    c
+}
+
+#[test]
+fn a_daemon_stopped_with_sigterm_removes_its_socket() {
+    let case = Case::new("sigterm", &base_profile(""));
+    let mut d = start_daemon(&case, None);
+    // SAFETY: signalling the daemon this test started (and has not reaped).
+    assert_eq!(unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = exit_of(&mut d.child);
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    assert!(!d.socket.exists(), "{} left behind", d.socket.display());
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+    let case = Case::new("stalesock", &base_profile(""));
+    let socket = case.dir.path().join("control.sock");
+    // What a daemon killed with SIGKILL leaves: the file, and nobody listening.
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
+    assert!(socket.exists());
+    let d = start_daemon(&case, None);
+    assert_eq!(request(&d.socket, r#"{"v":1,"op":{"kind":"status"}}"#)["ok"], true);
+    // A second daemon on the same socket is refused, and the first serves on.
+    let mut second = daemon_command(&case).stderr(std::process::Stdio::piped()).spawn().expect("second daemon");
+    let status = exit_of(&mut second);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert_eq!(status.code(), Some(125), "{err}");
+    assert!(err.contains("another daemon is listening on") && err.contains("control.sock"), "{err}");
+    assert_eq!(request(&d.socket, r#"{"v":1,"op":{"kind":"status"}}"#)["ok"], true, "the first daemon still serves");
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_not_replaced() {
+    let case = Case::new("notsock", &base_profile(""));
+    let socket = case.dir.path().join("control.sock");
+    std::fs::write(&socket, "not a socket").expect("write");
+    let mut daemon = daemon_command(&case).stderr(std::process::Stdio::piped()).spawn().expect("daemon");
+    let status = exit_of(&mut daemon);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut daemon.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert_eq!(status.code(), Some(125), "{err}");
+    assert!(err.contains("exists and is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&socket).expect("kept"), "not a socket");
 }

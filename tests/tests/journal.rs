@@ -5,16 +5,32 @@ mod common;
 
 use std::process::Command;
 
-use common::{agent_guard, allowed, base_profile, stdout, Case};
+use common::{agent_guard, allowed, base_profile, stderr, stdout, Case};
 
 fn records(case: &Case) -> Vec<serde_json::Value> {
     case.journal_records()
 }
 
 fn verify(case: &Case) -> std::process::Output {
-    let out = Command::new(agent_guard()).args(["journal", "verify", "--dir"]).arg(case.journal()).output().expect("verify");
-    eprintln!("{}", stdout(&out));
+    verify_dir(&case.journal())
+}
+
+fn verify_dir(dir: &std::path::Path) -> std::process::Output {
+    let out = Command::new(agent_guard()).args(["journal", "verify", "--dir"]).arg(dir).output().expect("verify");
+    eprintln!("{}{}", stdout(&out), stderr(&out));
     out
+}
+
+/// `journal verify`'s exit status when there is nothing to verify (see docs/journal.md).
+const NOTHING_TO_VERIFY: i32 = 3;
+
+/// A case whose journal holds two sessions, verified clean.
+fn journaled(name: &str) -> Case {
+    let case = Case::new(name, &base_profile(""));
+    allowed(&case.probe(&["pid"]));
+    allowed(&case.probe(&["pid"]));
+    assert_eq!(verify(&case).status.code(), Some(0));
+    case
 }
 
 #[test]
@@ -136,4 +152,63 @@ fn alerts_also_go_to_the_systemd_journal_socket() {
     let n = listener.recv(&mut buf).expect("a datagram from the alert");
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(text.contains("SYSLOG_IDENTIFIER=agent-guard\n") && text.contains("AGENT_GUARD_ALERT=wall_time\n"), "{text}");
+}
+
+#[test]
+fn verify_catches_a_field_added_to_a_record() {
+    let case = journaled("addfield");
+    let file = case.journal().join("journal-000001.jsonl");
+    let text = std::fs::read_to_string(&file).expect("journal");
+    // A field no writer puts there, with the hash still the last field.
+    let forged = text.replacen(",\"hash\":", ",\"approved\":true,\"hash\":", 1);
+    std::fs::write(&file, forged).expect("write");
+    let out = verify(&case);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("journal-000001.jsonl:1: not a journal record (unknown field `approved`"), "{}", stdout(&out));
+}
+
+#[test]
+fn verify_refuses_nothing_to_verify() {
+    let case = journaled("nothing");
+    // Every file and head deleted (the lock is all that is left).
+    for e in std::fs::read_dir(case.journal()).expect("journal") {
+        let path = e.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != "lock") {
+            std::fs::remove_file(path).expect("rm");
+        }
+    }
+    let empty = case.dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    for (dir, why) in [
+        (case.journal(), "holds no record and no head: nothing to verify"),
+        (empty, "holds no record and no head: nothing to verify"),
+        (case.dir.path().join("missing"), "does not exist: nothing to verify"),
+    ] {
+        let out = verify_dir(&dir);
+        assert_eq!(out.status.code(), Some(NOTHING_TO_VERIFY), "{}", dir.display());
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+        assert!(!stdout(&out).contains("the chain holds"), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn verify_reports_a_head_cut_to_nothing_as_tampering() {
+    let case = journaled("headzero");
+    std::fs::write(case.journal().join("head"), "").expect("truncate");
+    let out = verify(&case);
+    assert_eq!(out.status.code(), Some(1), "tampering, not an internal error");
+    assert!(stdout(&out).contains("head:1: head is empty: it was truncated"), "{}", stdout(&out));
+}
+
+#[test]
+fn verify_reports_a_record_file_cut_mid_line_as_tampering() {
+    let case = journaled("midline");
+    let file = case.journal().join("journal-000001.jsonl");
+    let text = std::fs::read(&file).expect("journal");
+    // Cut 10 bytes into line 3.
+    let line3 = text.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).map(|(i, _)| i + 1).expect("three lines");
+    std::fs::write(&file, &text[..line3 + 10]).expect("cut");
+    let out = verify(&case);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("journal-000001.jsonl:3: record cut off mid-line: the journal was truncated"), "{}", stdout(&out));
 }

@@ -92,13 +92,13 @@ fn act(config: Option<&Path>, op: Op) -> anyhow::Result<Reply> {
     let host = super::load_host_config(config)?;
     let caller = Caller { uid, operator: true };
     Ok(match op {
-        Op::Status => Reply::Status {
+        Op::Status {} => Reply::Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol: crate::daemon::protocol::VERSION,
             sessions: control::list(&host, caller)?.len(),
             lockdown: crate::session::registry::read_lockdown(&host.state_dir).is_some(),
         },
-        Op::Ps => Reply::Sessions { sessions: control::list(&host, caller)? },
+        Op::Ps {} => Reply::Sessions { sessions: control::list(&host, caller)? },
         Op::Kill { select, reason } => Reply::Killed { sessions: control::kill(&host, caller, &select, reason.as_deref())? },
         Op::Freeze { session, reason } => {
             control::set_frozen(&host, caller, &session, true, reason.as_deref())?;
@@ -116,7 +116,7 @@ fn act(config: Option<&Path>, op: Op) -> anyhow::Result<Reply> {
 }
 
 pub fn ps(args: PsArgs, config: Option<&Path>) -> anyhow::Result<i32> {
-    let Reply::Sessions { sessions } = act(config, Op::Ps)? else { bail!("unexpected reply to ps") };
+    let Reply::Sessions { sessions } = act(config, Op::Ps {})? else { bail!("unexpected reply to ps") };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&sessions)?);
         return Ok(0);

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use super::protocol::{Op, Reply, Request, Response, RunMessage, RunSpec, VERSION};
+use super::protocol::{Op, Reply, Request, Response, RunMessage, RunSpec, MAX_REQUEST_BYTES, VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -17,6 +17,8 @@ pub enum ClientError {
     Garbled(String),
     #[error("the daemon refused: {code}: {message}")]
     Daemon { code: String, message: String },
+    #[error("the request to the daemon at {path} would be {bytes} bytes, over the protocol's {max} (a very large environment or command line?)")]
+    TooLarge { path: String, bytes: usize, max: usize },
 }
 
 /// Connects when a daemon listens at `socket`; `None` when none does.
@@ -31,6 +33,10 @@ pub fn call(stream: &mut UnixStream, socket: &Path, op: Op) -> Result<Reply, Cli
     let io = |source| ClientError::Io { path: socket.display().to_string(), source };
     let mut line = serde_json::to_vec(&Request { v: VERSION, id: 1, op }).unwrap_or_default();
     line.push(b'\n');
+    // The daemon would refuse it: say why here, with the sizes.
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(ClientError::TooLarge { path: socket.display().to_string(), bytes: line.len(), max: MAX_REQUEST_BYTES });
+    }
     stream.write_all(&line).map_err(io)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io)?);
     let mut answer = String::new();

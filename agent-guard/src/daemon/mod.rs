@@ -11,12 +11,13 @@
 pub mod client;
 pub mod launch;
 pub mod protocol;
+pub mod socket;
 
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::{
         fs::PermissionsExt,
-        net::{UnixListener, UnixStream},
+        net::UnixStream,
     },
     path::Path,
     sync::Arc,
@@ -37,6 +38,8 @@ pub enum DaemonError {
     NoGroup(String),
     #[error("the daemon must run as root (CAP_SYS_ADMIN): it acts on session cgroups for its peers")]
     NotRoot,
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
 }
 
 /// A peer as `SO_PEERCRED` and `/proc` tell it.
@@ -64,13 +67,13 @@ fn answer(host: &HostConfig, caller: Caller, req: Request) -> Response {
         return Response::err(id, "unsupported_version", format!("this daemon speaks protocol {VERSION}, not {}", req.v));
     }
     let result = match req.op {
-        Op::Status => control::list(host, Caller { operator: true, ..caller }).map(|s| Reply::Status {
+        Op::Status {} => control::list(host, Caller { operator: true, ..caller }).map(|s| Reply::Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol: VERSION,
             sessions: s.len(),
             lockdown: crate::session::registry::read_lockdown(&host.state_dir).is_some(),
         }),
-        Op::Ps => control::list(host, caller).map(|sessions| Reply::Sessions { sessions }),
+        Op::Ps {} => control::list(host, caller).map(|sessions| Reply::Sessions { sessions }),
         Op::Kill { select, reason } => control::kill(host, caller, &select, reason.as_deref()).map(|sessions| Reply::Killed { sessions }),
         Op::Freeze { session, reason } => control::set_frozen(host, caller, &session, true, reason.as_deref()).map(|()| Reply::Done {}),
         Op::Resume { session, reason } => control::set_frozen(host, caller, &session, false, reason.as_deref()).map(|()| Reply::Done {}),
@@ -356,11 +359,9 @@ pub fn run(host: HostConfig, config: Option<&Path>, socket: &Path) -> Result<(),
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    // A socket left by a previous daemon: replace it.
-    if socket.exists() && UnixStream::connect(socket).is_err() {
-        let _ = std::fs::remove_file(socket);
-    }
-    let listener = UnixListener::bind(socket).map_err(io(socket))?;
+    // A socket file left by a daemon that did not stop cleanly is replaced;
+    // one a daemon listens on is refused.
+    let (listener, bound) = socket::bind(socket)?;
     // Anyone may connect; what they may do is decided per request from their credentials.
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(io(socket))?;
     // SIGTERM/SIGINT (`systemctl stop`): blocked in every thread (before
@@ -372,11 +373,14 @@ pub fn run(host: HostConfig, config: Option<&Path>, socket: &Path) -> Result<(),
     load_monitor();
     let linger = host.monitor.hooks_linger.0;
     std::thread::spawn(move || detach_idle_hooks(linger));
+    let socket_path = socket.to_owned();
     std::thread::spawn(move || {
         let set = crate::session::sigset(&stop);
         let mut sig = 0;
         // SAFETY: waiting for one of the signals blocked above, into a local.
         while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        // First, so that clients see no daemon (and act directly) at once.
+        socket::remove(&socket_path, bound);
         use crate::monitor::shared;
         if let Ok(lock) = shared::PinLock::take(&shared::pin_root()) {
             shared::hooks_off_where_idle(&shared::open_all(), &lock);

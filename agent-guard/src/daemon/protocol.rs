@@ -10,8 +10,12 @@ use crate::control::{Selector, SessionView};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
-/// A request line longer than this is refused and the connection closed
-/// (a `run` request carries the client's environment).
+/// A request line (with its newline) longer than this is refused with
+/// `too_large` and the connection closed. Control requests are tiny, but a
+/// `run` request carries the client's whole environment and the command
+/// line, which Linux lets reach 128 KiB in a single string (and ARG_MAX,
+/// 2 MiB by default, in all): 64 KiB would refuse an ordinary long prompt
+/// or a CI environment, so one limit of 256 KiB for every request.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -28,10 +32,12 @@ pub struct Request {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
+    // Variants without fields are written `{}`: serde lets a unit variant
+    // of an internally tagged enum through with any other field.
     /// The daemon's version, lockdown state and number of sessions.
-    Status,
+    Status {},
     /// Sessions the caller may see.
-    Ps,
+    Ps {},
     /// End sessions; answers when their processes are gone.
     Kill { select: Selector, #[serde(default)] reason: Option<String> },
     Freeze { session: String, #[serde(default)] reason: Option<String> },
@@ -161,5 +167,33 @@ impl Response {
 
     pub fn err(id: u64, code: &str, message: impl Into<String>) -> Response {
         Response { v: VERSION, id, ok: false, result: None, error: Some(ErrorBody { code: code.to_owned(), message: message.into() }) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Op, Request};
+
+    #[test]
+    fn every_op_refuses_a_field_it_does_not_have() {
+        for op in [
+            r#"{"kind":"status"}"#,
+            r#"{"kind":"ps"}"#,
+            r#"{"kind":"kill","select":"all"}"#,
+            r#"{"kind":"freeze","session":"s"}"#,
+            r#"{"kind":"resume","session":"s"}"#,
+            r#"{"kind":"lockdown"}"#,
+            r#"{"kind":"unlock"}"#,
+            r#"{"kind":"events"}"#,
+        ] {
+            let line = format!(r#"{{"v":1,"op":{op}}}"#);
+            assert!(serde_json::from_str::<Request>(&line).is_ok(), "{line}");
+            let extra = line.replacen(r#"{"kind""#, r#"{"extra":1,"kind""#, 1);
+            let e = serde_json::from_str::<Request>(&extra).expect_err(&extra);
+            assert!(e.to_string().contains("unknown field `extra`"), "{extra}: {e}");
+        }
+        // And they are written as before.
+        assert_eq!(serde_json::to_string(&Op::Ps {}).ok().as_deref(), Some(r#"{"kind":"ps"}"#));
+        assert_eq!(serde_json::to_string(&Op::Status {}).ok().as_deref(), Some(r#"{"kind":"status"}"#));
     }
 }

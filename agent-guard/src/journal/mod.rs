@@ -38,8 +38,8 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
 pub enum JournalError {
     #[error("journal {path}: {source}")]
     Io { path: PathBuf, #[source] source: io::Error },
-    #[error("journal head {path} is not `SEQ HASH`")]
-    BadHead { path: PathBuf },
+    #[error("journal head {path} ({len} bytes) is not one `SEQ HASH FILE LEN` line")]
+    BadHead { path: PathBuf, len: usize },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -51,6 +51,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// What a record says, before it is chained.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Entry {
     /// `session_start`, `session_end`, `event`, `alert`, `torn_tail`, ...
     pub kind: String,
@@ -59,8 +60,10 @@ pub struct Entry {
     pub data: serde_json::Value,
 }
 
-/// One line of the journal.
+/// One line of the journal. Read strictly: a line with a field that is not
+/// one of these (or one of them twice) is not a record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(from = "RecordLine")]
 pub struct Record {
     pub seq: u64,
     /// Milliseconds since the Unix epoch when it was written.
@@ -69,8 +72,29 @@ pub struct Record {
     pub prev: String,
     #[serde(flatten)]
     pub entry: Entry,
-    /// SHA-256 of this record without this field, hex.
+    /// SHA-256 of this record's line as written, without this field, hex.
     pub hash: String,
+}
+
+/// A record as it is read: the fields of [`Record`] and nothing else
+/// (`flatten` cannot deny unknown fields, so reading does without it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordLine {
+    seq: u64,
+    time_ms: u64,
+    prev: String,
+    kind: String,
+    #[serde(default)]
+    session: Option<String>,
+    data: serde_json::Value,
+    hash: String,
+}
+
+impl From<RecordLine> for Record {
+    fn from(r: RecordLine) -> Record {
+        Record { seq: r.seq, time_ms: r.time_ms, prev: r.prev, entry: Entry { kind: r.kind, session: r.session, data: r.data }, hash: r.hash }
+    }
 }
 
 /// The hashed part of a record, in a fixed field order.
@@ -83,13 +107,53 @@ struct Hashed<'a> {
     entry: &'a Entry,
 }
 
-/// The hash a record must carry.
-pub fn record_hash(seq: u64, time_ms: u64, prev: &str, entry: &Entry) -> String {
-    let bytes = serde_json::to_vec(&Hashed { seq, time_ms, prev, entry }).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+fn hex_sha256(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn file_name(n: u64) -> String {
+/// What follows the hashed bytes on a line: `,"hash":"` HEX `"}` and the newline.
+const HASH_KEY: &[u8] = b",\"hash\":\"";
+const HASH_HEX_LEN: usize = 64;
+const LINE_TAIL: &[u8] = b"\"}\n";
+
+/// Encodes a record: its hash, and its line (with the newline). The line is
+/// the hashed bytes with `,"hash":"…"` put before their closing brace, so
+/// what is hashed is exactly what is written (see [`line_hash`]).
+fn encode(seq: u64, time_ms: u64, prev: &str, entry: &Entry) -> Result<(String, Vec<u8>), serde_json::Error> {
+    let hashed = serde_json::to_vec(&Hashed { seq, time_ms, prev, entry })?;
+    let hash = hex_sha256(&[&hashed]);
+    // `hashed` is a JSON object: it ends with its closing brace.
+    let body = hashed.strip_suffix(b"}").unwrap_or(&hashed);
+    let mut line = Vec::with_capacity(hashed.len() + HASH_KEY.len() + HASH_HEX_LEN + LINE_TAIL.len());
+    line.extend_from_slice(body);
+    line.extend_from_slice(HASH_KEY);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(LINE_TAIL);
+    Ok((hash, line))
+}
+
+/// The hash a stored line must carry: SHA-256 of its bytes up to its last
+/// field, `"hash"`, with the object closed there, which is what the writer
+/// hashed. `None` when the line does not end in a `hash` field as the
+/// writer puts it (so it was not written as it stands). Journals written
+/// before the hash covered the stored bytes verify the same: the writer
+/// always laid a line out this way.
+pub fn line_hash(line: &[u8]) -> Option<String> {
+    let tail_len = HASH_KEY.len() + HASH_HEX_LEN + LINE_TAIL.len();
+    let split = line.len().checked_sub(tail_len)?;
+    let (body, tail) = line.split_at(split);
+    let hex = tail.strip_prefix(HASH_KEY)?.strip_suffix(LINE_TAIL)?;
+    if !hex.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)) {
+        return None;
+    }
+    Some(hex_sha256(&[body, b"}"]))
+}
+
+pub(crate) fn file_name(n: u64) -> String {
     format!("journal-{n:06}.jsonl")
 }
 
@@ -124,23 +188,36 @@ pub struct Head {
     pub file_len: Option<u64>,
 }
 
+/// Reads `head`: `None` when there is none, [`JournalError::BadHead`] when
+/// it is not exactly one `SEQ HASH FILE LEN` line (or `SEQ HASH`, as the
+/// first journals wrote it): a head cut short or edited.
 pub fn read_head(dir: &Path) -> Result<Option<Head>, JournalError> {
     let path = dir.join("head");
-    let text = match fs::read_to_string(&path) {
+    let text = match fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(JournalError::Io { path, source: e }),
     };
-    let mut parts = text.split_whitespace();
-    match (parts.next().and_then(|s| s.parse().ok()), parts.next()) {
-        (Some(seq), Some(hash)) => Ok(Some(Head {
-            seq,
-            hash: hash.to_owned(),
-            file_no: parts.next().and_then(|s| s.parse().ok()),
-            file_len: parts.next().and_then(|s| s.parse().ok()),
-        })),
-        _ => Err(JournalError::BadHead { path }),
+    match parse_head(&text) {
+        Some(head) => Ok(Some(head)),
+        None => Err(JournalError::BadHead { path, len: text.len() }),
     }
+}
+
+fn parse_head(text: &[u8]) -> Option<Head> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('\n')?;
+    let parts: Vec<&str> = text.split(' ').collect();
+    let number = |s: &str| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<u64>().ok() } else { None };
+    let (seq, hash) = (number(parts.first()?)?, *parts.get(1)?);
+    if hash.len() != GENESIS.len() || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let (file_no, file_len) = match parts.len() {
+        2 => (None, None),
+        4 => (Some(number(parts[2])?), Some(number(parts[3])?)),
+        _ => return None,
+    };
+    Some(Head { seq, hash: hash.to_owned(), file_no, file_len })
 }
 
 /// An open journal, locked while it appends.
@@ -204,8 +281,10 @@ impl Journal {
             let complete = line.last() == Some(&b'\n');
             match serde_json::from_slice::<Record>(&line) {
                 Ok(r) if complete => last = Some(r),
-                _ if !complete || offset + n as u64 == len => torn = Some((path.clone(), offset, n as u64)),
-                // A bad line in the middle is for `verify` to report; chain from the last good one.
+                // Only a line without its newline is a write cut short by a crash.
+                _ if !complete => torn = Some((path.clone(), offset, n as u64)),
+                // A whole line that is not a record (edited) is for `verify` to
+                // report, never to be marked as torn; chain from the last good one.
                 _ => {}
             }
             offset += n as u64;
@@ -280,14 +359,11 @@ impl Journal {
                 size = 0;
             }
             let seq = tail.seq + 1;
-            let hash = record_hash(seq, now, &tail.hash, &entry);
-            let record = Record { seq, time_ms: now, prev: std::mem::take(&mut tail.hash), entry, hash };
-            let mut line = serde_json::to_vec(&record).map_err(|e| JournalError::Io { path: path.clone(), source: e.into() })?;
-            line.push(b'\n');
+            let (hash, line) = encode(seq, now, &tail.hash, &entry).map_err(|e| JournalError::Io { path: path.clone(), source: e.into() })?;
             file.write_all(&line).map_err(io_err(&path))?;
             size += line.len() as u64;
             tail.seq = seq;
-            tail.hash = record.hash;
+            tail.hash = hash;
         }
         if sync {
             file.sync_data().map_err(io_err(&path))?;

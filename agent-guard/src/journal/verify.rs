@@ -1,9 +1,35 @@
 //! `agent-guard journal verify`: walks the hash chain and reports every
 //! place where it does not hold, by file and line.
 
-use std::{fmt, path::{Path, PathBuf}};
+use std::{
+    fmt, io,
+    path::{Path, PathBuf},
+};
 
-use super::{files, read_head, read_lines, record_hash, JournalError, Record, GENESIS};
+use super::{file_name, files, line_hash, read_head, read_lines, Head, JournalError, Record, GENESIS};
+
+/// Why there was nothing to verify, or it could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("journal directory {dir} does not exist: nothing to verify")]
+    NoDirectory { dir: PathBuf },
+    #[error("{dir} is not a directory: nothing to verify")]
+    NotADirectory { dir: PathBuf },
+    #[error(
+        "journal directory {dir} holds no record and no head: nothing to verify \
+         (a journal never written to, or one whose files were all deleted)"
+    )]
+    Empty { dir: PathBuf },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl VerifyError {
+    /// No journal was found to verify (as opposed to one that could not be read).
+    pub fn nothing_to_verify(&self) -> bool {
+        !matches!(self, VerifyError::Journal(_))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -41,18 +67,41 @@ impl Report {
     }
 }
 
-pub fn verify(dir: &Path) -> Result<Report, JournalError> {
+/// `head` as verify found it.
+enum HeadState {
+    Missing,
+    /// Not one well-formed line: cut short or edited.
+    Bad { path: PathBuf, len: usize },
+    Good(Head),
+}
+
+pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(VerifyError::NotADirectory { dir: dir.to_owned() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(VerifyError::NoDirectory { dir: dir.to_owned() }),
+        Err(e) => return Err(JournalError::Io { path: dir.to_owned(), source: e }.into()),
+    }
+    let head = match read_head(dir) {
+        Ok(None) => HeadState::Missing,
+        Ok(Some(h)) => HeadState::Good(h),
+        Err(JournalError::BadHead { path, len }) => HeadState::Bad { path, len },
+        Err(e) => return Err(e.into()),
+    };
     let mut report = Report::default();
+    // The place after the last line of the last file, where a cut-off tail would go on.
+    let mut end: Option<(PathBuf, usize)> = None;
     let mut expected = 1u64;
     let mut prev = GENESIS.to_owned();
     // Unreadable lines, waiting for a `torn_tail` record that names them
-    // (file name, offset, the problem, whether it is the journal's very last line).
-    let mut torn_candidates: Vec<(String, u64, Problem, bool)> = Vec::new();
+    // (file name, offset, length, the problem, whether it is the journal's very last line).
+    let mut torn_candidates: Vec<(String, u64, u64, Problem, bool)> = Vec::new();
     let files = files(dir)?;
     report.files = files.len();
     for (file_index, (_, path)) in files.iter().enumerate() {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let lines = read_lines(path)?;
+        end = Some((path.clone(), lines.len() + 1));
         let last_index = lines.len().saturating_sub(1);
         let mut offset = 0u64;
         for (i, line) in lines.iter().enumerate() {
@@ -60,22 +109,27 @@ pub fn verify(dir: &Path) -> Result<Report, JournalError> {
             let line_offset = offset;
             offset += line.len() as u64;
             let complete = line.last() == Some(&b'\n');
-            let record = if complete { serde_json::from_slice::<Record>(line).ok() } else { None };
-            let Some(r) = record else {
-                let p = at(if complete {
-                    "not a journal record: the line was edited or corrupted".to_owned()
-                } else {
-                    "torn line (no end of line): a write cut short by a crash".to_owned()
+            let record = if complete { Some(serde_json::from_slice::<Record>(line)) } else { None };
+            let Some(Ok(r)) = record else {
+                let p = at(match record {
+                    // serde's message names the field (`unknown field `x``, `duplicate field `seq``).
+                    Some(Err(e)) => format!("not a journal record ({e}): the line was edited or corrupted"),
+                    _ => "torn line (no end of line): a write cut short by a crash".to_owned(),
                 });
                 let very_last = file_index + 1 == files.len() && i == last_index && !complete;
-                torn_candidates.push((name.clone(), line_offset, p, very_last));
+                torn_candidates.push((name.clone(), line_offset, line.len() as u64, p, very_last));
                 continue;
             };
             if r.entry.kind == "torn_tail" {
                 let file = r.entry.data["file"].as_str().unwrap_or_default().to_owned();
                 let off = r.entry.data["offset"].as_u64().unwrap_or(u64::MAX);
-                if let Some(pos) = torn_candidates.iter().position(|(f, o, _, _)| *f == file && *o == off) {
-                    report.torn_marked.push(torn_candidates.remove(pos).2);
+                let bytes = r.entry.data["bytes"].as_u64().unwrap_or(u64::MAX);
+                // Only a line that was torn when marked: the writer completed it
+                // with one newline, so it is one byte longer than it was. (A whole
+                // line that does not parse is never a crash's doing.)
+                let torn = |(f, o, len, _, _): &(String, u64, u64, Problem, bool)| *f == file && *o == off && bytes.checked_add(1) == Some(*len);
+                if let Some(pos) = torn_candidates.iter().position(torn) {
+                    report.torn_marked.push(torn_candidates.remove(pos).3);
                 }
             }
             report.records += 1;
@@ -91,8 +145,15 @@ pub fn verify(dir: &Path) -> Result<Report, JournalError> {
                     r.seq
                 )));
             }
-            if record_hash(r.seq, r.time_ms, &r.prev, &r.entry) != r.hash {
-                report.problems.push(at(format!("record {} does not match its hash: it was edited", r.seq)));
+            // The hash covers the line's bytes as they are stored, so nothing in
+            // it (a field added, a space, an escape) changes unnoticed.
+            match line_hash(line) {
+                Some(h) if h == r.hash => {}
+                Some(_) => report.problems.push(at(format!("record {} does not match its hash: it was edited", r.seq))),
+                None => report.problems.push(at(format!(
+                    "record {} does not end with its hash as written: it was edited",
+                    r.seq
+                ))),
             }
             expected = r.seq + 1;
             prev = r.hash.clone();
@@ -101,28 +162,56 @@ pub fn verify(dir: &Path) -> Result<Report, JournalError> {
     }
     // Lines no marker explains: a torn very last line is a crash since the
     // last append; anything else is tampering.
-    for (_, _, p, very_last) in torn_candidates {
+    for (_, _, _, p, very_last) in torn_candidates {
         if very_last {
             report.torn_unmarked = Some(p);
         } else {
             report.problems.push(p);
         }
     }
-    match read_head(dir)? {
-        Some(head) if head.seq > report.last_seq => report.problems.push(Problem {
+    // In the order of the files and lines (unreadable lines were held back above).
+    report.problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    match head {
+        HeadState::Missing if report.records == 0 && report.problems.is_empty() => return Err(VerifyError::Empty { dir: dir.to_owned() }),
+        HeadState::Missing => report.problems.push(Problem {
             file: dir.join("head"),
             line: 0,
-            what: format!(
+            what: format!("head is missing: it was deleted ({} records, last {})", report.records, report.last_seq),
+        }),
+        HeadState::Bad { path, len } => report.problems.push(Problem {
+            file: path,
+            line: 1,
+            what: if len == 0 {
+                "head is empty: it was truncated".to_owned()
+            } else {
+                format!("head ({len} bytes) is not one `SEQ HASH FILE LEN` line: it was truncated or edited")
+            },
+        }),
+        HeadState::Good(head) if head.seq > report.last_seq => {
+            let what = format!(
                 "the journal was truncated: records up to {} were written, it ends at {}",
                 head.seq, report.last_seq
-            ),
-        }),
-        Some(head) if head.seq == report.last_seq && head.hash != prev => report.problems.push(Problem {
+            );
+            // Where it was cut: a line cut short (no crash tears a record
+            // that head already counts), a file named by head that is gone,
+            // or the end of the last file.
+            let problem = if let Some(torn) = report.torn_unmarked.take() {
+                Problem { what: format!("record cut off mid-line: {what}"), ..torn }
+            } else if let Some(n) = head.file_no.filter(|n| !files.iter().any(|(f, _)| f == n)) {
+                Problem { file: dir.join(file_name(n)), line: 0, what: format!("missing: {what}") }
+            } else if let Some((file, line)) = end {
+                Problem { file, line, what }
+            } else {
+                Problem { file: dir.join("head"), line: 0, what }
+            };
+            report.problems.push(problem);
+        }
+        HeadState::Good(head) if head.seq == report.last_seq && head.hash != prev => report.problems.push(Problem {
             file: dir.join("head"),
             line: 0,
             what: format!("the last record ({}) is not the one that was written", head.seq),
         }),
-        _ => {}
+        HeadState::Good(_) => {}
     }
     Ok(report)
 }

@@ -338,6 +338,8 @@ struct Prepared {
     pty: Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>,
     inherit: Option<std::fs::File>,
     env: Vec<(String, String)>,
+    /// Files whose mode and owner must not change: (path, mode, uid, gid).
+    modes: Vec<(PathBuf, u32, u32, u32)>,
 }
 
 /// Everything about the profile the techniques look at.
@@ -506,8 +508,8 @@ fn prepare(t: &Technique, policy: &Policy, subject: &Subject, tree: &Tree, secre
         "proc-sys-write" => {
             let path = PathBuf::from("/proc/sys/kernel/hostname");
             let now = std::fs::read(&path).map_err(|e| Err(io_at(&path)(e)))?;
-            p.unchanged.push((path.clone(), now));
-            p.args.push(arg("path", &path.display()));
+            p.args.extend([arg("path", &path.display()), arg("value", &String::from_utf8_lossy(&now).trim_end())]);
+            p.unchanged.push((path, now));
         }
         "sys-write" => {
             let candidates = ["/sys/kernel/mm/transparent_hugepage/enabled", "/sys/kernel/uevent_helper", "/sys/kernel/profiling", "/sys/power/state"];
@@ -655,6 +657,25 @@ fn prepare(t: &Technique, policy: &Policy, subject: &Subject, tree: &Tree, secre
                     p.attempts_count = false;
                 }
             }
+        }
+        "chmod-readable" => {
+            let planted = policy.workdir.join("ag-corpus-readable.txt");
+            let target = if matches!(covering(policy, &planted), Some(("read" | "exec", _))) {
+                std::fs::write(&planted, b"readable\n").map_err(|e| Err(io_at(&planted)(e)))?;
+                planted
+            } else {
+                let Some(c) = ["/etc/hostname", "/etc/passwd", "/usr/bin/echo", "/bin/echo"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .find(|c| c.is_file() && matches!(covering(policy, c), Some(("read" | "exec", _))) && std::fs::metadata(c).is_ok_and(|m| m.mode() & 0o6000 == 0))
+                else {
+                    return Err(Ok(na("the profile reads none of the files it would chmod without writing them")));
+                };
+                c
+            };
+            let meta = std::fs::metadata(&target).map_err(|e| Err(io_at(&target)(e)))?;
+            p.modes.push((target.clone(), meta.mode(), meta.uid(), meta.gid()));
+            p.args.push(arg("target", &target.display()));
         }
         _ => {}
     }
@@ -843,6 +864,18 @@ fn judge(t: &Technique, p: Prepared, out: &SessionOutput, token: &str, steps: &[
             Err(_) => evidence.push(format!("{} is gone", path.display())),
         }
     }
+    for (path, mode, uid, gid) in &p.modes {
+        match std::fs::metadata(path) {
+            Ok(m) if (m.mode(), m.uid(), m.gid()) == (*mode, *uid, *gid) => {}
+            Ok(m) => {
+                evidence.push(format!("{} now has mode {:o}, owner {}:{}", path.display(), m.mode() & 0o7777, m.uid(), m.gid()));
+                // Put the host back as it was.
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode & 0o7777));
+                let _ = std::os::unix::fs::chown(path, Some(*uid), Some(*gid));
+            }
+            Err(_) => evidence.push(format!("{} is gone", path.display())),
+        }
+    }
     for path in &p.must_not_exist {
         if path.symlink_metadata().is_ok() {
             evidence.push(format!("{} exists on the host", path.display()));
@@ -885,7 +918,16 @@ fn judge(t: &Technique, p: Prepared, out: &SessionOutput, token: &str, steps: &[
     let refused: Vec<String> = steps.iter().filter(|s| s.attempt && !s.ok).map(|s| format!("{}: {}", s.step, s.detail)).collect();
     let setup_failed: Vec<String> = steps.iter().filter(|s| !s.attempt && !s.ok).map(|s| format!("{}: {}", s.step, s.detail)).collect();
     let ended: Vec<String> = steps.iter().filter(|s| !s.attempt && s.ok && s.step == "how the child ended").map(|s| s.detail.clone()).collect();
-    let mut how = if refused.is_empty() { setup_failed } else { refused };
+    let worked: Vec<String> = steps.iter().filter(|s| s.attempt && s.ok).map(|s| format!("{}: {}", s.step, s.detail)).collect();
+    let mut how = if !refused.is_empty() {
+        refused
+    } else if !setup_failed.is_empty() {
+        setup_failed
+    } else if !worked.is_empty() {
+        vec![format!("no effect outside the session: {}", worked.join("; "))]
+    } else {
+        Vec::new()
+    };
     how.extend(ended);
     if how.is_empty() {
         how.push(match out.status {

@@ -34,6 +34,7 @@ const PROGRAMS: &[&str] = &[
     "setid-open", "setid-mknod", "io-uring", "ptrace-parent", "process-vm-readv", "process-vm-writev", "namespaces", "mount",
     "bpf", "perf-event-open", "keyctl", "x32-abi", "i386-abi", "tiocsti", "inherited-fd", "env-secret", "setsid-survivor",
     "signal-host", "cgroup-escape", "fork-bomb", "write-flood", "hardlink-in", "symlink-read", "rename-out", "path-swap-race",
+    "chmod-readable",
 ];
 
 /// Whether `id` has a program here.
@@ -86,9 +87,9 @@ fn cstr(p: &str) -> std::io::Result<CString> {
     CString::new(p).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Bytes read, as text for a step (the harness escapes it before any terminal sees it).
 fn show(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(MAX_DETAIL)];
-    crate::escape::bytes_for_terminal(cut)
+    String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_DETAIL)]).into_owned()
 }
 
 /// Runs `program args` with stdout and stderr captured; `Ok` when it exited 0.
@@ -327,6 +328,7 @@ pub fn main(name: &str, raw: &[String]) -> i32 {
             0
         }
         "path-swap-race" => path_swap(&args),
+        "chmod-readable" => chmod_readable(&args),
         _ => {
             eprintln!("agent-guard __escape: no technique `{}`", crate::escape::for_terminal(name));
             2
@@ -547,12 +549,9 @@ fn proc_mem(args: &Args) -> i32 {
 
 fn proc_sys_write(args: &Args) -> i32 {
     let path = args.get("path");
-    let Ok(current) = std::fs::read(path) else {
-        setup(&format!("read {path}"), Err(last_err()));
-        return 0;
-    };
-    // Write back exactly what it holds: even when this works, the host does not change.
-    let res = std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| f.write_all(&current)).map(|()| "written (its own value)".to_owned());
+    // Write back exactly what it holds (the harness read it): even when this works, the host does not change.
+    let current = args.get("value");
+    let res = std::fs::OpenOptions::new().write(true).open(path).and_then(|mut f| f.write_all(current.as_bytes())).map(|()| "written (its own value)".to_owned());
     attempt(&format!("write {path}"), res);
     0
 }
@@ -1015,5 +1014,25 @@ fn hold(raw: &[String]) -> i32 {
     let bits = RECEIVED.load(Ordering::SeqCst);
     let signals: Vec<u32> = (1..64).filter(|s| bits & (1 << s) != 0).collect();
     println!("{}", serde_json::json!({ "signals": signals, "secret_intact": now == original }));
+    0
+}
+
+/// chmod and chown a file the agent may only read, to the mode and owner
+/// it already has: the kernel's answer is the escape, and the host's file
+/// does not change either way.
+fn chmod_readable(args: &Args) -> i32 {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = args.path("target");
+    let Ok(meta) = std::fs::metadata(&path) else {
+        setup(&format!("stat {}", path.display()), Err(last_err()));
+        return 0;
+    };
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return 2 };
+    let mode = meta.mode() & 0o1777;
+    // SAFETY: chmod and chown with a valid C string, to what the file already has.
+    unsafe {
+        attempt(&format!("chmod {mode:o} (its own mode) {}", path.display()), check(i64::from(libc::chmod(c.as_ptr(), mode))).map(|_| "changed its mode (to the same)".to_owned()));
+        attempt(&format!("chown {}:{} (its own owner) {}", meta.uid(), meta.gid(), path.display()), check(i64::from(libc::chown(c.as_ptr(), meta.uid(), meta.gid()))).map(|_| "changed its owner (to the same)".to_owned()));
+    }
     0
 }

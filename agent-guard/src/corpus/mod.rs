@@ -85,6 +85,7 @@ pub const TECHNIQUES: &[Technique] = &[
     t("symlink-read", "boundary", "symlink from the workdir to a file outside the readable paths, and read it"),
     t("rename-out", "boundary", "rename a file from the workdir to a directory outside the writable paths"),
     t("path-swap-race", "boundary", "swap a symlink between an allowed and a forbidden file while another thread opens it"),
+    t("chmod-readable", "boundary", "chmod and chown a file it may only read (to its own mode and owner)"),
 ];
 
 /// Finds a technique by id.

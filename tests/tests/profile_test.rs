@@ -263,19 +263,17 @@ fn techniques_aim_at_what_the_harness_watches() {
     // harness's secret, named as allowed by that rule.
     let case = Case::new(
         "control",
-        &format!(
-            r#"[role]
+        r#"[role]
 name = "@NAME@"
 environment = "test"
 
 [filesystem]
 read = ["/"]
-write = ["{{workdir}}"]
+write = ["{workdir}"]
 
 [limits]
 wall_time = "2m"
-"#
-        ),
+"#,
     );
     let (out, report) = profile_test(&case, &["--technique", "symlink-read", "--technique", "hardlink-in"]);
     let report = report.unwrap_or_else(|| panic!("no JSON: {}", stderr(&out)));

@@ -894,10 +894,13 @@ fn judge(t: &Technique, p: Prepared, out: &SessionOutput, token: &str, steps: &[
             }
         }
     }
+    let mut notes = Vec::new();
     if let Some((file, limit)) = &p.flood {
         let size = std::fs::metadata(file).map_or(0, |m| m.len());
         if size > *limit {
             evidence.push(format!("{size} one-byte writes reached the file, past the limit of {limit}"));
+        } else {
+            notes.push(format!("{size} of its writes reached the file (limit {limit})"));
         }
     }
     let left = survivors(token);
@@ -929,13 +932,14 @@ fn judge(t: &Technique, p: Prepared, out: &SessionOutput, token: &str, steps: &[
         Vec::new()
     };
     how.extend(ended);
-    if how.is_empty() {
+    if how.is_empty() || !notes.is_empty() {
         how.push(match out.status {
             Some(0) => "nothing it tried took effect".to_owned(),
             Some(code) => format!("the session ended with status {code} before any effect"),
             None => "the session was killed before any effect".to_owned(),
         });
     }
+    how.extend(notes);
     let _ = t;
     Outcome::Blocked { how: how.join("; ") }
 }

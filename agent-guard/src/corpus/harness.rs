@@ -342,9 +342,8 @@ struct Prepared {
     modes: Vec<(PathBuf, u32, u32, u32)>,
 }
 
-/// Everything about the profile the techniques look at.
+/// What the techniques look at in the profile's text.
 struct Subject {
-    text: String,
     raw_net: Vec<(String, Destination, Option<&'static str>)>,
 }
 
@@ -791,7 +790,7 @@ fn setid_files(dir: &Path, found: &mut Vec<String>) {
 }
 
 /// The verdict, from the steps, the output and the host.
-fn judge(t: &Technique, p: Prepared, out: &SessionOutput, token: &str, steps: &[Step]) -> Outcome {
+fn judge(p: Prepared, out: &SessionOutput, token: &str, steps: &[Step]) -> Outcome {
     let mut evidence: Vec<String> = Vec::new();
     let stdout = String::from_utf8_lossy(&out.stdout);
     for m in &p.markers {
@@ -940,7 +939,6 @@ fn judge(t: &Technique, p: Prepared, out: &SessionOutput, token: &str, steps: &[
         });
     }
     how.extend(notes);
-    let _ = t;
     Outcome::Blocked { how: how.join("; ") }
 }
 
@@ -1001,8 +999,7 @@ pub fn run(opts: &Options, mut each: impl FnMut(&TechniqueResult)) -> Result<Rep
     let text = std::fs::read_to_string(&opts.profile).map_err(|source| HarnessError::ReadProfile { path: opts.profile.clone(), source })?;
     let root = make_root(&opts.parent)?;
     let (copy, role) = test_copy(opts, &text, &root.0)?;
-    let subject = Subject { raw_net: raw_destinations(&text), text };
-    let _ = &subject.text;
+    let subject = Subject { raw_net: raw_destinations(&text) };
     // The profile as written, checked against this host, before anything runs.
     let ctx = |work: &Path| Context { workdir: work.to_owned(), caller_uid: opts.caller_uid };
     {
@@ -1077,7 +1074,7 @@ fn one(opts: &Options, t: &'static Technique, root: &Path, copy: &Path, subject:
         }
         return result(outcome, steps);
     }
-    let outcome = judge(t, prepared, &out, &run_token, &steps);
+    let outcome = judge(prepared, &out, &run_token, &steps);
     let steps = steps.into_iter().filter(|s| s.step != "started").collect();
     result(outcome, steps)
 }

@@ -59,7 +59,7 @@ fn emit(step: Step) {
 
 fn report(attempt: bool, step: &str, res: &std::io::Result<String>) -> bool {
     match res {
-        Ok(detail) => emit(Step { step: step.to_owned(), attempt, ok: true, errno: None, detail: detail.clone() }),
+        Ok(detail) => emit(Step { step: step.to_owned(), attempt, ok: true, errno: None, detail: if detail.is_empty() && attempt { "done".to_owned() } else { detail.clone() } }),
         Err(e) => emit(Step { step: step.to_owned(), attempt, ok: false, errno: e.raw_os_error(), detail: e.to_string() }),
     }
     res.is_ok()
@@ -231,7 +231,8 @@ pub fn main(name: &str, raw: &[String]) -> i32 {
         "process-vm-writev" => {
             attempt(
                 "process_vm_writev into a host process",
-                process_vm(args.num("pid") as i32, args.num("addr"), 0, Some(b"AG-CORPUS-OVERWRITTEN")),
+                // No more than the holder's buffer holds.
+                process_vm(args.num("pid") as i32, args.num("addr"), 0, Some(&b"AG-CORPUS-OVERWRITTEN"[..(args.num("len") as usize).min(21)])),
             );
             0
         }

@@ -766,12 +766,20 @@ fn session(opts: &Options, profile: &Path, workdir: &Path, argv: &[String], p: &
     Ok(SessionOutput { status: status.code(), stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default(), timed_out })
 }
 
-/// Processes whose command line holds `token`: what is left of a session.
+/// Processes of a technique whose argv holds `token` (`agent-guard
+/// __escape TECHNIQUE run=TOKEN ...`): what is left of a session. `run`'s
+/// own processes carry the token further on in their argv (after `run`)
+/// and are not counted: its guardian may outlive it for a moment.
 fn survivors(token: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     let needle = format!("run={token}");
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == needle.as_bytes())))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let argv: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                argv.get(1) == Some(&&b"__escape"[..]) && argv.get(3) == Some(&needle.as_bytes())
+            })
+        })
         .collect()
 }
 

@@ -687,6 +687,9 @@ struct SessionOutput {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     timed_out: bool,
+    /// Processes of the technique alive after `run` returned that held its
+    /// output open (killed, so that the output could be read to its end).
+    survivors: Vec<i32>,
 }
 
 fn read_all(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
@@ -702,7 +705,7 @@ fn read_all(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::Join
 }
 
 /// `agent-guard run --embedded` of `argv` as a session of `profile` in `workdir`.
-fn session(opts: &Options, profile: &Path, workdir: &Path, argv: &[String], p: &mut Prepared) -> Result<SessionOutput, HarnessError> {
+fn session(opts: &Options, profile: &Path, workdir: &Path, argv: &[String], p: &mut Prepared, token: &str) -> Result<SessionOutput, HarnessError> {
     let mut cmd = Command::new(&opts.agent_guard);
     if let Some(c) = &opts.config {
         cmd.arg("--config").arg(c);
@@ -763,7 +766,27 @@ fn session(opts: &Options, profile: &Path, workdir: &Path, argv: &[String], p: &
             Err(e) => return Err(io_at(&opts.agent_guard)(e)),
         }
     };
-    Ok(SessionOutput { status: status.code(), stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default(), timed_out })
+    // A process that outlived the session may hold the output open: give it
+    // a moment, then kill what is left of the technique.
+    let mut left = Vec::new();
+    let since = Instant::now();
+    while !(out.is_finished() && err.is_finished()) {
+        if since.elapsed() > Duration::from_secs(2) {
+            for pid in survivors(token) {
+                // SAFETY: killing what a technique left behind, identified by this run's token in its argv.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                left.push(pid);
+            }
+            if since.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let join = |h: std::thread::JoinHandle<Vec<u8>>| if h.is_finished() { h.join().unwrap_or_default() } else { Vec::new() };
+    left.sort_unstable();
+    left.dedup();
+    Ok(SessionOutput { status: status.code(), stdout: join(out), stderr: join(err), timed_out, survivors: left })
 }
 
 /// Processes of a technique whose argv holds `token` (`agent-guard
@@ -910,7 +933,8 @@ fn judge(p: Prepared, out: &SessionOutput, token: &str, steps: &[Step]) -> Outco
             notes.push(format!("{size} of its writes reached the file (limit {limit})"));
         }
     }
-    let left = survivors(token);
+    let mut left = survivors(token);
+    left.extend(&out.survivors);
     if !left.is_empty() {
         evidence.push(format!("processes outlived the session: {left:?}"));
         for pid in left {
@@ -1016,7 +1040,7 @@ pub fn run(opts: &Options, mut each: impl FnMut(&TechniqueResult)) -> Result<Rep
         profile::load(&opts.profile, &ctx(&probe), &opts.host)?;
         profile::load(&copy, &ctx(&probe), &opts.host)?;
         let mut none = Prepared::default();
-        let out = session(opts, &copy, &probe, &["__escape".to_owned(), "noop".to_owned()], &mut none)?;
+        let out = session(opts, &copy, &probe, &["__escape".to_owned(), "noop".to_owned()], &mut none, "")?;
         if out.status != Some(0) || !String::from_utf8_lossy(&out.stdout).contains("ready") {
             return Err(HarnessError::NoSession {
                 status: out.status.map_or_else(|| "on a signal".to_owned(), |c| c.to_string()),
@@ -1060,7 +1084,7 @@ fn one(opts: &Options, t: &'static Technique, root: &Path, copy: &Path, subject:
     }
     let mut argv = vec!["__escape".to_owned(), t.id.to_owned(), format!("run={run_token}")];
     argv.append(&mut prepared.args);
-    let out = match session(opts, copy, &tree.work, &argv, &mut prepared) {
+    let out = match session(opts, copy, &tree.work, &argv, &mut prepared, &run_token) {
         Ok(out) => out,
         Err(e) => return error(e),
     };

@@ -8,6 +8,7 @@
 pub mod baseline;
 pub mod cli;
 pub mod control;
+pub mod corpus;
 pub mod daemon;
 pub mod doctor;
 pub mod escape;

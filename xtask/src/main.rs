@@ -30,7 +30,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, build, then run the unit tests and the root integration tests against the real kernel
+    /// Set up, build, then run the unit tests, the root integration tests against the real kernel, and `profile test` on every shipped profile
     Test {
         /// Extra arguments for the test harness (e.g. a test name filter)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -111,7 +111,50 @@ fn test(args: &[String]) -> Result<()> {
         .args(["test", "-p", "agent-guard-tests", "--"])
         .args(args)
         .env("AGENT_GUARD_BIN", &bin)
-        .env("RUST_BACKTRACE", "1"))
+        .env("RUST_BACKTRACE", "1"))?;
+    // Filtered runs (`cargo xtask test memfd`) are for one test, not the whole suite.
+    if args.is_empty() {
+        profile_tests(&bin)?;
+    }
+    Ok(())
+}
+
+/// `agent-guard profile test` on every shipped profile: the escape corpus
+/// in real sessions of each. Any ESCAPED fails the run (after all of them
+/// ran, so that the log shows every profile).
+fn profile_tests(bin: &Path) -> Result<()> {
+    let mut profiles: Vec<PathBuf> = std::fs::read_dir(root().join("profiles"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    profiles.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    profiles.sort();
+    // The sessions journal into a directory of their own, not the host's.
+    let scratch = std::env::temp_dir().join(format!("xtask-profile-test-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let config = scratch.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtime_dir = {:?}\nstate_dir = {:?}\nsocket = {:?}\n[journal]\ndir = {:?}\n",
+            scratch.join("run"),
+            scratch.join("state"),
+            scratch.join("control.sock"),
+            scratch.join("journal")
+        ),
+    )?;
+    let mut failed = Vec::new();
+    for profile in &profiles {
+        eprintln!("$ agent-guard profile test --profile {}", profile.display());
+        let status = Command::new(bin).env("AGENT_GUARD_CONFIG", &config).args(["profile", "test", "--profile"]).arg(profile).status()?;
+        if !status.success() {
+            failed.push(format!("{} ({status})", profile.display()));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !failed.is_empty() {
+        bail!("profile test found escapes (or could not judge) in: {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 extern "C" {

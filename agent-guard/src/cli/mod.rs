@@ -7,6 +7,7 @@ pub mod events;
 pub mod journal;
 pub mod monitor;
 pub mod profile;
+pub mod profile_test;
 pub mod replay;
 pub mod run;
 pub mod schema;
@@ -63,6 +64,13 @@ pub enum Command {
     /// A session's supervisor, spawned by the daemon for `run` (internal)
     #[command(hide = true)]
     Supervise,
+    /// One technique of the escape corpus, run inside a session by `profile test` (internal)
+    #[command(name = "__escape", hide = true)]
+    Escape {
+        technique: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The shared eBPF monitor: which instances are pinned, and unloading them
     #[command(subcommand)]
     Monitor(monitor::MonitorCommand),
@@ -93,6 +101,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Schema { which } => schema::run(which),
         Command::Monitor(cmd) => monitor::run(cmd),
         Command::Supervise => run::supervise(config.as_deref()),
+        Command::Escape { technique, args } => Ok(crate::corpus::inside::main(&technique, &args)),
         Command::Journal(cmd) => journal::run(cmd, config.as_deref()),
         Command::Events(args) => events::run(args, config.as_deref()),
         Command::Replay(args) => replay::run(args, config.as_deref()),

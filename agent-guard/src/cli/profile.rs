@@ -1,4 +1,4 @@
-//! `agent-guard profile check|show`.
+//! `agent-guard profile check|show|suggest` (and `test`, in profile_test.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +17,8 @@ pub enum ProfileCommand {
     Show(ShowArgs),
     /// Write a least-privilege profile that would have allowed exactly what recorded sessions did
     Suggest(SuggestArgs),
+    /// Run the built-in corpus of escape techniques in real sessions of a profile; exit 1 on any escape
+    Test(super::profile_test::TestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +70,7 @@ pub fn run(cmd: ProfileCommand, config: Option<&Path>) -> anyhow::Result<i32> {
     let host = super::load_host_config(config)?;
     let caller_uid = nix::unistd::getuid().as_raw();
     match cmd {
+        ProfileCommand::Test(args) => super::profile_test::run(args, config),
         ProfileCommand::Check { files } => {
             let ctx = Context { workdir: super::run::workdir(None)?, caller_uid };
             let mut failed = 0;

@@ -62,7 +62,7 @@ fn view_of(policy: &profile::Policy) -> anyhow::Result<View> {
     use crate::sandbox::{landlock, view};
     let host = view::HostMounts::read(Path::new("/proc/self/mountinfo"))?;
     let loaders = landlock::interpreters(policy, Path::new("/bin/sh"));
-    let plan = view::plan(policy, &loaders, &[], &host, view::Options { confine: true })?;
+    let plan = view::plan(policy, &loaders, &policy.network.unix, &host, view::Options { confine: true })?;
     Ok(View { view: plan.entries })
 }
 

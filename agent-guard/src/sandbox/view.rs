@@ -5,7 +5,8 @@
 //! executable, which subtrees are read-only whatever landlock says, and
 //! what the session sees of the host's processes and kernel settings.
 //!
-//! - Every mount is `nosuid`, `nodev` (but `/dev`) and `noexec`.
+//! - Every mount is read-only, `nosuid`, `nodev` (but `/dev`) and `noexec`;
+//!   `write` entries are bind-mounted writable again.
 //! - `exec` entries, the ELF interpreters and the system library
 //!   directories are bind-mounted executable and read-only: what can be
 //!   executed or mapped executable cannot be written.
@@ -236,7 +237,14 @@ pub fn plan(policy: &Policy, loaders: &[PathBuf], sockets: &[PathBuf], host: &Ho
 
     let target = cpath;
     // 1. Everything nosuid, nodev, noexec (nosuid only when not confining).
-    let global = if opts.confine { MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC } else { MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+    // Read-only too when confining: landlock does not check chmod/chown, so an
+    // agent running as root could change the mode or owner of any root-owned
+    // file; `write` entries get their writability back below.
+    let global = if opts.confine {
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_RDONLY
+    } else {
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+    };
     plan.steps.push(Step { op: Op::Setattr, target: target(Path::new("/"))?, set: global, clr: 0 });
     // 2. /dev keeps its devices, where the host lets it.
     let dev = Path::new("/dev");
@@ -253,7 +261,7 @@ pub fn plan(policy: &Policy, loaders: &[PathBuf], sockets: &[PathBuf], host: &Ho
             .iter()
             .filter(|(a, _)| p.starts_with(a))
             .max_by_key(|(a, _)| a.components().count())
-            .map_or(Flags { ro: host.flags_at(p) & MOUNT_ATTR_RDONLY != 0, exec: !opts.confine }, |(_, f)| *f)
+            .map_or(Flags { ro: opts.confine || host.flags_at(p) & MOUNT_ATTR_RDONLY != 0, exec: !opts.confine }, |(_, f)| *f)
     };
     // Pins: the directories between a writable tree and a protected entry (and unix sockets).
     let mut pins: BTreeMap<PathBuf, String> = BTreeMap::new();

@@ -268,7 +268,7 @@ pub fn run(mut req: RunRequest) -> Result<Outcome, SessionError> {
     let view = if can_build_view() {
         let host = sandbox::view::HostMounts::read(Path::new("/proc/self/mountinfo")).map_err(SandboxError::from)?;
         let opts = sandbox::view::Options { confine: !req.observe };
-        Some(sandbox::view::plan(policy, &loaders, &[], &host, opts).map_err(SandboxError::from)?)
+        Some(sandbox::view::plan(policy, &loaders, &policy.network.unix, &host, opts).map_err(SandboxError::from)?)
     } else {
         None
     };

@@ -56,19 +56,21 @@ fn most_specific_entry_wins_and_its_ancestors_are_pinned() {
     let s = steps(&plan);
     let w = |rel: &str| work.join(rel).to_string_lossy().into_owned();
     // Everything nosuid, nodev, noexec first; /dev keeps devices (but /dev/shm, nodev on the host).
-    assert_eq!(s[0], (Op::Setattr, "/".to_owned(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0));
+    assert_eq!(s[0], (Op::Setattr, "/".to_owned(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_RDONLY, 0));
     assert_eq!(s[1], (Op::Setattr, "/dev".to_owned(), 0, MOUNT_ATTR_NODEV));
     assert_eq!(s[2], (Op::Setattr, "/dev/shm".to_owned(), MOUNT_ATTR_NODEV, 0));
     // Executable and read-only: the exec entry in the workdir, /usr/bin, the library directories.
+    // The writable tree gets its writability back.
+    assert!(s.contains(&(Op::Bind, w(""), 0, MOUNT_ATTR_RDONLY)) || s.contains(&(Op::Bind, work.to_string_lossy().into_owned(), 0, MOUNT_ATTR_RDONLY)), "{s:?}");
     assert!(s.contains(&(Op::Bind, w("bin"), MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOEXEC)), "{s:?}");
-    assert!(s.contains(&(Op::Bind, "/usr/bin".to_owned(), MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOEXEC)), "{s:?}");
-    assert!(s.contains(&(Op::Bind, "/usr/lib".to_owned(), MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOEXEC)), "{s:?}");
+    assert!(s.contains(&(Op::Bind, "/usr/bin".to_owned(), 0, MOUNT_ATTR_NOEXEC)), "{s:?}");
+    assert!(s.contains(&(Op::Bind, "/usr/lib".to_owned(), 0, MOUNT_ATTR_NOEXEC)), "{s:?}");
     // The read entry beneath the write entry: read-only; its parent pinned (no flags), before it.
     let git = s.iter().position(|x| *x == (Op::Bind, w("a/.git"), MOUNT_ATTR_RDONLY, 0)).expect("read-only .git");
     let a = s.iter().position(|x| *x == (Op::Bind, w("a"), 0, 0)).expect("pinned a");
     assert!(a < git);
-    // Nothing for the writable tree itself, nor for its plain subdirectories.
-    assert!(!s.iter().any(|x| x.1 == w("") || x.1 == w("a/src")), "{s:?}");
+    // Nothing for its plain subdirectories.
+    assert!(!s.iter().any(|x| x.1 == w("a/src")), "{s:?}");
     // The session's /proc, its read-only parts, read-only /sys, after the entries.
     let proc_ = s.iter().position(|x| x.0 == Op::Proc).expect("proc");
     assert!(proc_ > git);
@@ -88,7 +90,7 @@ fn write_beneath_exec_is_writable_and_not_executable() {
     let p = policy(&work, &[], &["{workdir}/tools/cache"], &["{workdir}/tools"]);
     let s = steps(&plan(&p, &[], &[], &host(), confine()).expect("plan"));
     let w = |rel: &str| work.join(rel).to_string_lossy().into_owned();
-    assert!(s.contains(&(Op::Bind, w("tools"), MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOEXEC)), "{s:?}");
+    assert!(s.contains(&(Op::Bind, w("tools"), 0, MOUNT_ATTR_NOEXEC)), "{s:?}");
     assert!(s.contains(&(Op::Bind, w("tools/cache"), MOUNT_ATTR_NOEXEC, MOUNT_ATTR_RDONLY)), "{s:?}");
 }
 

@@ -338,7 +338,9 @@ pub fn plan(policy: &Policy, loaders: &[PathBuf], sockets: &[PathBuf], host: &Ho
         if want.exec != now.exec {
             if want.exec { clr |= MOUNT_ATTR_NOEXEC } else { set |= MOUNT_ATTR_NOEXEC }
         }
-        plan.steps.push(Step { op: Op::Bind, target: target(p)?, set, clr });
+        // A mount over `/` would not be the process's root: change `/` itself.
+        let op = if p == Path::new("/") { Op::Setattr } else { Op::Bind };
+        plan.steps.push(Step { op, target: target(p)?, set, clr });
         if clr != 0 {
             restore(&mut plan, host, p, clr)?;
         }

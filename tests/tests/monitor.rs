@@ -72,15 +72,6 @@ fn processes_outside_the_session_are_not_affected() {
     allowed(&out);
 }
 
-fn summary(case: &Case, extra: &[&str], argv: &[&str]) -> (std::process::Output, serde_json::Value) {
-    let path = case.dir.path().join("summary.json");
-    let mut args = vec!["--summary-json", path.to_str().expect("utf-8 path")];
-    args.extend_from_slice(extra);
-    let out = case.run_with(&args, argv);
-    let json = std::fs::read_to_string(&path).expect("summary written");
-    (out, serde_json::from_str(&json).expect("summary is JSON"))
-}
-
 #[test]
 fn connect_counters_are_exact() {
     let (_l, port) = tcp("127.0.0.1:0");
@@ -92,7 +83,7 @@ fn connect_counters_are_exact() {
         "countsh",
         &network(&[format!("127.0.0.1:{port}")]).replace("exec = [\"@PROBE@\", \"/usr/bin/true\"]", "exec = [\"@PROBE@\", \"/usr/bin/true\", \"/usr/bin/sh\", \"/usr/bin/dash\"]"),
     );
-    let (out, s) = summary(&case_sh, &[], &["/bin/sh", "-c", &script]);
+    let (out, s) = case_sh.summary(&[], &["/bin/sh", "-c", &script]);
     assert!(stdout(&out).contains("OK connect") && stdout(&out).contains("REFUSED udp"), "{}", stdout(&out));
     assert_eq!(s["counters"]["connects"], 2, "{s}");
     assert_eq!(s["counters"]["connects_denied"], 1, "{s}");
@@ -114,7 +105,7 @@ fn connects_limit_kills_the_session() {
         "{probe} daemonize {pid} && for i in 1 2 3 4 5 6; do {probe} connect 127.0.0.1:{port} || true; done; sleep 30",
         pid = pidfile.display()
     );
-    let (out, s) = summary(&case, &[], &["/bin/sh", "-c", &script]);
+    let (out, s) = case.summary(&[], &["/bin/sh", "-c", &script]);
     assert_eq!(s["ended_by"], "limit:connects", "{s}");
     assert_eq!(stdout(&out).matches("OK connect").count(), 3, "exactly the limit got through: {}", stdout(&out));
     assert!(stderr(&out).contains("limit connects passed (4 > 3)"), "{}", stderr(&out));
@@ -133,7 +124,7 @@ fn connects_limit_freezes_then_kills_after_the_grace() {
     // Freezing is user space's reaction to the limit event (milliseconds); the
     // sleep stands for the agent's next step, which the freeze must stop.
     let script = format!("for i in 1 2 3 4; do {probe} connect 127.0.0.1:{port} || true; done; {probe} sleep 5; {probe} exit 0");
-    let (out, s) = summary(&case, &["--freeze-grace", "1s"], &["/bin/sh", "-c", &script]);
+    let (out, s) = case.summary(&["--freeze-grace", "1s"], &["/bin/sh", "-c", &script]);
     assert!(stderr(&out).contains("FROZEN for an operator"), "{}", stderr(&out));
     assert!(stderr(&out).contains("nobody resumed the frozen session within 1s"), "{}", stderr(&out));
     assert_eq!(s["ended_by"], "limit:connects", "{s}");
@@ -148,7 +139,7 @@ fn a_workload_under_every_limit_runs_untouched() {
     let profile = network(&[format!("127.0.0.1:{port}")])
         .replace("wall_time = \"2m\"", "wall_time = \"2m\"\nconnects = 5\nbytes_out = \"1MiB\"\nprocesses = 16\nmemory = \"256MiB\"");
     let case = Case::new("under", &profile);
-    let (out, s) = summary(&case, &[], &[common::probe(), "connect", &format!("127.0.0.1:{port}")]);
+    let (out, s) = case.summary(&[], &[common::probe(), "connect", &format!("127.0.0.1:{port}")]);
     allowed(&out);
     assert_eq!(s["ended_by"], "exit");
     assert_eq!(s["counters"]["connects"], 1);
@@ -158,7 +149,7 @@ fn counters(case: &Case, args: &[&str]) -> serde_json::Value {
     let work = case.work().to_string_lossy().into_owned();
     let mut argv = vec![common::probe(), "workload", work.as_str()];
     argv.extend_from_slice(args);
-    let (out, s) = summary(case, &[], &argv);
+    let (out, s) = case.summary(&[], &argv);
     allowed(&out);
     s["counters"].clone()
 }
@@ -200,7 +191,7 @@ fn execs_limit_kills_at_the_limit() {
     let case = Case::new("execlimit", &profile);
     let work = case.work().to_string_lossy().into_owned();
     // The probe's own exec is the first; 5 more fit, the 7th is killed.
-    let (out, s) = summary(&case, &[], &[common::probe(), "workload", &work, "0", "0", "0", "0", "20"]);
+    let (out, s) = case.summary(&[], &[common::probe(), "workload", &work, "0", "0", "0", "0", "20"]);
     assert_eq!(s["ended_by"], "limit:execs", "{s}");
     // The exec past the limit is killed in the kernel before its first
     // instruction, and from then on every task of the session dies at its
@@ -277,7 +268,7 @@ fn the_monitor_loads_without_verifier_complaints() {
     // A profile that needs nothing of the monitor still gets it: every
     // program must load and attach on this kernel, or `run` says so.
     let case = Case::new("loads", &base_profile(""));
-    let (out, s) = summary(&case, &[], &[common::probe(), "exit", "0"]);
+    let (out, s) = case.summary(&[], &[common::probe(), "exit", "0"]);
     assert!(!stderr(&out).contains("could not be loaded"), "{}", stderr(&out));
     assert!(s["counters"].is_object(), "counters present: {s}");
     assert_eq!(s["counters"]["execs"], 1, "{s}");
@@ -292,7 +283,7 @@ fn file_writes_count_regular_files_only() {
     let file = case.work().join("out/data");
     let file = file.to_str().expect("utf-8");
     let run = |n: &str, m: &str| {
-        let (out, s) = summary(&case, &[], &[common::probe(), "writes", file, n, m]);
+        let (out, s) = case.summary(&[], &[common::probe(), "writes", file, n, m]);
         allowed(&out);
         s["counters"].clone()
     };
@@ -307,7 +298,7 @@ fn file_writes_limit_kills() {
     let profile = base_profile("").replace("wall_time = \"2m\"", "wall_time = \"2m\"\nfile_writes = 100\non_limit = \"kill\"");
     let case = Case::new("fwlimit", &profile);
     let file = case.work().join("out/data");
-    let (out, s) = summary(&case, &[], &[common::probe(), "writes", file.to_str().expect("utf-8"), "1000", "0"]);
+    let (out, s) = case.summary(&[], &[common::probe(), "writes", file.to_str().expect("utf-8"), "1000", "0"]);
     assert_eq!(s["ended_by"], "limit:file_writes", "{s}");
     assert_eq!(out.status.code(), Some(128 + libc::SIGKILL));
     // The write that passed the limit completed before the signal landed: at most one more.
@@ -355,7 +346,7 @@ fn connects_refused_by_landlock_are_counted_and_reported_too() {
     let events = case.dir.path().join("events.jsonl");
     let path = events.to_str().expect("utf-8");
     // A port landlock refuses (EACCES) before the cgroup hook would run.
-    let (out, s) = summary(&case, &["--events-json", path], &[common::probe(), "connect", &format!("127.0.0.1:{other}")]);
+    let (out, s) = case.summary(&["--events-json", path], &[common::probe(), "connect", &format!("127.0.0.1:{other}")]);
     refused(&out);
     assert!(stdout(&out).contains("Permission denied"), "landlock's EACCES: {}", stdout(&out));
     assert_eq!(s["counters"]["connects"], 1, "{s}");
@@ -461,7 +452,7 @@ fn destinations_allow_only_their_protocol() {
     ];
     let script: Vec<String> = tries.iter().map(|(args, _)| format!("{probe} {args}")).collect();
     let events = case.dir.path().join("events.jsonl");
-    let (out, s) = summary(&case, &["--events-json", events.to_str().expect("utf-8")], &["/bin/sh", "-c", &script.join("; ")]);
+    let (out, s) = case.summary(&["--events-json", events.to_str().expect("utf-8")], &["/bin/sh", "-c", &script.join("; ")]);
     let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), tries.len(), "{lines:?}");
     for ((args, expect), line) in tries.iter().zip(&lines) {

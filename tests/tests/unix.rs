@@ -93,15 +93,6 @@ fn with_unix(unix: &[String], shell: bool) -> String {
     p
 }
 
-fn summary(case: &Case, extra: &[&str], argv: &[&str]) -> (std::process::Output, serde_json::Value) {
-    let path = case.dir.path().join("summary.json");
-    let mut args = vec!["--summary-json", path.to_str().expect("utf-8 path")];
-    args.extend_from_slice(extra);
-    let out = case.run_with(&args, argv);
-    let json = std::fs::read_to_string(&path).expect("summary written");
-    (out, serde_json::from_str(&json).expect("summary is JSON"))
-}
-
 fn events(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).expect("events file");
     text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
@@ -142,7 +133,7 @@ fn only_listed_socket_files_connect_counted_and_reported() {
     ];
     let script: Vec<String> = tries.iter().map(|(args, _)| format!("{probe} {args}")).collect();
     let ev = case.dir.path().join("events.jsonl");
-    let (out, sum) = summary(&case, &["--events-json", &s(&ev)], &["/bin/sh", "-c", &script.join("; ")]);
+    let (out, sum) = case.summary(&["--events-json", &s(&ev)], &["/bin/sh", "-c", &script.join("; ")]);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), tries.len(), "{lines:?}");
@@ -210,7 +201,7 @@ fn abstract_sockets_are_not_the_hooks_business() {
     let _listener = UnixListener::bind_addr(&addr).expect("bind abstract socket");
     let case = Case::new("unixabstract", &base_profile(""));
     let ev = case.dir.path().join("events.jsonl");
-    let (out, sum) = summary(&case, &["--events-json", &s(&ev)], &[common::probe(), "abstract", &name]);
+    let (out, sum) = case.summary(&["--events-json", &s(&ev)], &[common::probe(), "abstract", &name]);
     refused(&out);
     assert_eq!(sum["counters"]["connects"], 0, "{sum}");
     assert!(!events(&ev).iter().any(|r| r["type"] == "connect_denied" || r["type"] == "unix_connect"));
@@ -274,7 +265,7 @@ fn programs_that_reach_for_system_sockets_still_work() {
         "id -un && python3 -c \"{py}\" && cd out && git init -q . && echo hi > a && git add a && \
          git -c user.name=agent -c user.email=agent@example.invalid commit -q -m first && echo git ok"
     );
-    let (out, sum) = summary(&case, &["--events-json", &s(&ev)], &["/bin/sh", "-c", &script]);
+    let (out, sum) = case.summary(&["--events-json", &s(&ev)], &["/bin/sh", "-c", &script]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("root\n") && text.contains("python ok") && text.contains("git ok"), "{text}");

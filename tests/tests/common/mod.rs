@@ -176,6 +176,16 @@ impl Case {
         out
     }
 
+    /// Runs a session with `--summary-json` and returns its output and summary.
+    pub fn summary(&self, extra: &[&str], argv: &[&str]) -> (Output, serde_json::Value) {
+        let path = self.dir.path().join("summary.json");
+        let mut args = vec!["--summary-json", path.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let out = self.run_with(&args, argv);
+        let json = std::fs::read_to_string(&path).expect("summary written");
+        (out, serde_json::from_str(&json).expect("summary is JSON"))
+    }
+
     /// Runs the probe with `args` in a session.
     pub fn probe(&self, args: &[&str]) -> Output {
         let mut argv = vec![probe()];
